@@ -1,0 +1,181 @@
+"""Import-time fixes for the simulator stack on Python 3.11, each in one documented place.
+
+Nothing here edits files of other packages except :func:`ensure_metadrive_offline_assets`, which
+creates MetaDrive's two-file asset marker on first use when the real assets are absent (see its
+docstring). Every fix is idempotent and applied lazily, the first time a simulator is needed, so
+``import envs`` stays fast and works without the simulators installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+_LOG = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _numpy_defaults_as_factories() -> Iterator[None]:
+    """Temporarily let ``@dataclass`` accept numpy-array class defaults.
+
+    safety-gymnasium 1.0.0 declares dataclass fields such as ``color: np.ndarray = np.array(...)``.
+    Python 3.11 rejects every unhashable default ("mutable default <class 'numpy.ndarray'> for
+    field ... is not allowed"), so importing it fails. While the package is imported, each such
+    default is turned into a ``default_factory`` that returns a copy, which is what the authors
+    meant; ``dataclasses.dataclass`` is restored afterwards.
+    """
+    original = dataclasses.dataclass
+
+    def _convert(cls: type) -> type:
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, np.ndarray):
+                setattr(cls, name, dataclasses.field(default_factory=value.copy))
+        return cls
+
+    def patched(cls: type | None = None, /, **kwargs):  # type: ignore[no-untyped-def]
+        if cls is None:
+            return lambda inner: original(_convert(inner), **kwargs)
+        return original(_convert(cls), **kwargs)
+
+    dataclasses.dataclass = patched  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        dataclasses.dataclass = original
+
+
+def import_safety_gymnasium() -> ModuleType:
+    """Import safety-gymnasium 1.0.0 on Python 3.11 (see :func:`_numpy_defaults_as_factories`)."""
+    if "safety_gymnasium" in sys.modules:
+        return sys.modules["safety_gymnasium"]
+    try:
+        with _numpy_defaults_as_factories():
+            module = importlib.import_module("safety_gymnasium")
+    except ImportError as error:
+        raise ImportError(
+            "Safety-Gymnasium tasks need safety-gymnasium 1.0.0; run scripts/install.sh "
+            f"(it installs it without its unsatisfiable pygame pin): {error}"
+        ) from error
+    return module
+
+
+def import_bullet_safety_gym() -> ModuleType:
+    """Import bullet-safety-gym 1.4.0 so it works when ``sys.stdout`` is not the C stdout.
+
+    Its ``RedirectStream`` flushes the C stream named after ``sys.stdout.name``; under pytest's
+    capture, a notebook or any redirected stdout that name is not a C symbol and every env
+    constructor raises ``ValueError: undefined symbol``. The flush is kept for the real
+    ``<stdout>``/``<stderr>`` and skipped otherwise (the redirect itself still works).
+    """
+    if "bullet_safety_gym" in sys.modules:
+        return sys.modules["bullet_safety_gym"]
+    # The builder module redirects stderr at import time: import it with the real streams.
+    saved = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+    try:
+        builder = importlib.import_module("bullet_safety_gym.envs.builder")
+        module = importlib.import_module("bullet_safety_gym")
+    finally:
+        sys.stdout, sys.stderr = saved
+    flush = builder.RedirectStream._flush_c_stream
+
+    def flush_real_streams_only(stream) -> None:  # type: ignore[no-untyped-def]
+        if getattr(stream, "name", None) in ("<stdout>", "<stderr>"):
+            flush(stream)
+
+    builder.RedirectStream._flush_c_stream = staticmethod(flush_real_streams_only)
+    return module
+
+
+def import_dsrl_infos() -> ModuleType | None:
+    """Return ``dsrl.infos`` (DSRL's reference returns/costs), or None if dsrl is absent.
+
+    ``import dsrl`` registers DSRL's own environments, which import safety-gymnasium with its
+    0.4.0 module names (``tasks.safety_velocity``; 1.0.0 calls it ``safe_velocity``) and MetaDrive
+    through the old ``gym`` package. The safety-gymnasium modules are aliased so those imports
+    succeed, and dsrl is told not to print its warning about the missing ``gym``.
+    """
+    if "dsrl.infos" in sys.modules:
+        return sys.modules["dsrl.infos"]
+    try:
+        safety_gymnasium = import_safety_gymnasium()
+    except ImportError:
+        safety_gymnasium = None
+    if safety_gymnasium is not None and "safety_gymnasium.tasks.safety_velocity" not in sys.modules:
+        velocity = importlib.import_module("safety_gymnasium.tasks.safe_velocity")
+        sys.modules["safety_gymnasium.tasks.safety_velocity"] = velocity
+        for name in list(sys.modules):
+            if name.startswith("safety_gymnasium.tasks.safe_velocity."):
+                alias = name.replace(".safe_velocity.", ".safety_velocity.")
+                sys.modules[alias] = sys.modules[name]
+        for submodule in (
+            "safety_ant_velocity_v1",
+            "safety_half_cheetah_velocity_v1",
+            "safety_hopper_velocity_v1",
+            "safety_swimmer_velocity_v1",
+            "safety_walker2d_velocity_v1",
+        ):
+            module = importlib.import_module(f"safety_gymnasium.tasks.safe_velocity.{submodule}")
+            sys.modules[f"safety_gymnasium.tasks.safety_velocity.{submodule}"] = module
+    try:
+        import_bullet_safety_gym()
+    except ImportError:
+        pass
+    os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
+    try:
+        return importlib.import_module("dsrl.infos")
+    except ImportError:
+        return None
+
+
+def ensure_metadrive_offline_assets() -> Path:
+    """Make MetaDrive 0.4.3 run headless, with state observations, without downloading assets.
+
+    At its first reset MetaDrive checks ``metadrive/assets/version.txt`` and the file
+    ``textures/grass1/GroundGrassGreen002_COL_1K.jpg`` and, if either is missing, downloads its
+    asset archive (unreachable offline). State observations and physics need neither. When the
+    real assets are absent, this writes exactly those two files (an empty texture) and a
+    ``SAFE_AGENTS_STUB`` marker, so rendering code can tell that the real assets are needed.
+    Real assets, when present, are left untouched. Returns the asset folder.
+    """
+    from metadrive.version import VERSION
+
+    assets = Path(importlib.import_module("metadrive").__file__).parent / "assets"
+    version_file = assets / "version.txt"
+    texture = assets / "textures" / "grass1" / "GroundGrassGreen002_COL_1K.jpg"
+    if version_file.exists() and texture.exists():
+        return assets
+    try:
+        texture.parent.mkdir(parents=True, exist_ok=True)
+        texture.touch()
+        (assets / "SAFE_AGENTS_STUB").write_text(
+            "Written by safe-agents (envs/_compat.py): MetaDrive's real assets are absent; state\n"
+            "observations work, rendering needs the real assets (python -m metadrive.pull_asset).\n"
+        )
+        # The version file goes last and atomically: it is what MetaDrive checks first.
+        with tempfile.NamedTemporaryFile("w", dir=assets, delete=False) as handle:
+            handle.write(VERSION)
+        os.replace(handle.name, version_file)
+    except OSError as error:
+        raise RuntimeError(
+            f"MetaDrive's asset folder {assets} is not writable, and MetaDrive would try to "
+            f"download its assets at the first reset: {error}"
+        ) from error
+    _LOG.info("MetaDrive assets absent: wrote the offline marker files in %s", assets)
+    return assets
+
+
+def metadrive_has_real_assets() -> bool:
+    """Whether MetaDrive's full asset set (needed for rendering) is installed."""
+    assets = Path(importlib.import_module("metadrive").__file__).parent / "assets"
+    return (assets / "version.txt").exists() and not (assets / "SAFE_AGENTS_STUB").exists()

@@ -1,0 +1,190 @@
+"""The three simulators (and the toy task) behind one Gymnasium API.
+
+Every environment returned by :func:`make` steps with the Gymnasium 5-tuple
+``(obs, reward, terminated, truncated, info)`` and puts the step's cost, a Python float, in
+``info["cost"]``. The outermost wrapper is a :class:`CostAdapter`, which also carries the task's
+registry record as ``task_spec`` (read by the metrics wrappers through :func:`find_task_spec`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs import _compat
+from envs.tasks import TaskSpec, get_task
+
+
+class CostAdapter(gym.Wrapper):
+    """Gymnasium 5-tuple with ``info["cost"]`` as a float, whatever the simulator returns.
+
+    Args:
+        env: the simulator's environment.
+        task_spec: the task's registry record (kept for metrics and evaluation).
+        six_tuple: the simulator steps with Safety-Gymnasium's
+            ``(obs, reward, cost, terminated, truncated, info)``; otherwise the cost is read from
+            ``info["cost"]`` of a Gymnasium 5-tuple.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        task_spec: TaskSpec | None = None,
+        six_tuple: bool = False,
+        seed_generators: bool = False,
+    ):
+        super().__init__(env)
+        self.task_spec = task_spec
+        self._six_tuple = six_tuple
+        self._seed_generators = seed_generators
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Reset; with ``seed``, the episode (and the env's ``np_random``) is reproducible.
+
+        With ``seed_generators`` (simulators that do not implement Gymnasium's seeding), a
+        seeded reset also seeds the global ``random`` and ``numpy.random`` generators, which
+        Bullet-Safety-Gym draws its start states from, and the unwrapped environment's
+        ``np_random``, as ``gymnasium.Env.reset(seed=...)`` does.
+        """
+        if seed is not None and self._seed_generators:
+            random.seed(seed)
+            np.random.seed(seed)
+        obs, info = self.env.reset(seed=seed, options=options)
+        if seed is not None and self._seed_generators:
+            gym.Env.reset(self.env.unwrapped, seed=seed)
+        return obs, info
+
+    def step(self, action):
+        if self._six_tuple:
+            obs, reward, cost, terminated, truncated, info = self.env.step(action)
+        else:
+            obs, reward, terminated, truncated, info = self.env.step(action)
+            if "cost" not in info:
+                raise RuntimeError(
+                    f"{type(self.env.unwrapped).__name__} returned no info['cost']; CostAdapter "
+                    "needs a safe-RL environment"
+                )
+            cost = info["cost"]
+        info = dict(info)
+        info["cost"] = float(cost)
+        return obs, float(reward), bool(terminated), bool(truncated), info
+
+
+def find_task_spec(env: gym.Env) -> TaskSpec | None:
+    """The registry record carried by ``env``'s wrapper chain, or None for a custom environment."""
+    current: Any = env
+    while current is not None:
+        spec = vars(current).get("task_spec")
+        if isinstance(spec, TaskSpec):
+            return spec
+        current = getattr(current, "env", None) if isinstance(current, gym.Wrapper) else None
+    return None
+
+
+def make(task_id: str, **overrides: Any) -> gym.Env:
+    """Create the environment of a registered task.
+
+    Args:
+        task_id: a DSRL task id (see :func:`envs.list_tasks`), e.g. ``"OfflineCarCircle-v0"``.
+        **overrides: ``max_episode_steps`` to change the episode length; any other keyword is
+            passed to the simulator (Safety-Gymnasium / Bullet keyword arguments of
+            ``make``, MetaDrive configuration keys, or the toy task's constructor).
+
+    Returns:
+        A ``gymnasium.Env`` whose ``step`` returns the 5-tuple with ``info["cost"]``.
+
+    Raises:
+        UnknownTaskError: for an unknown ``task_id`` (the message lists close matches).
+    """
+    spec = get_task(task_id)
+    max_episode_steps = int(overrides.pop("max_episode_steps", spec.max_episode_steps))
+    kwargs = {**spec.env_kwargs, **overrides}
+    if spec.simulator == "toy":
+        from envs.toy import ToyReachAvoidEnv
+
+        env: gym.Env = ToyReachAvoidEnv(**kwargs)
+        env = gym.wrappers.TimeLimit(env, max_episode_steps)
+        return CostAdapter(env, spec)
+    if spec.simulator == "bullet":
+        _compat.import_bullet_safety_gym()  # registers the Safety*-v0 ids with gymnasium
+
+        env = gym.make(spec.env_name, max_episode_steps=max_episode_steps, **kwargs)
+        return CostAdapter(env, spec, seed_generators=True)
+    if spec.simulator == "safety_gymnasium":
+        safety_gymnasium = _compat.import_safety_gymnasium()
+        env = safety_gymnasium.make(spec.env_name, max_episode_steps=max_episode_steps, **kwargs)
+        return CostAdapter(env, spec, six_tuple=True, seed_generators=True)
+    if spec.simulator == "metadrive":
+        env = make_metadrive(max_episode_steps=max_episode_steps, **kwargs)
+        return CostAdapter(env, spec, seed_generators=True)
+    raise AssertionError(f"unhandled simulator {spec.simulator!r}")
+
+
+def make_metadrive(**config: Any) -> gym.Env:
+    """DSRL's SafeMetaDrive task on MetaDrive 0.4.3, headless, with state observations.
+
+    Recreates ``dsrl.offline_metadrive.gym_envs.SafeMetaDriveEnv_FSRL`` (written for an older
+    MetaDrive API): one fixed map from a block sequence, randomized hybrid traffic, no accidents,
+    and DSRL's cost shaping on top of MetaDrive's crash / out-of-road cost:
+    ``+ max(0, 0.01 * (speed_kmh - 10))`` and ``+ 0.01 * max(0, 0.1 - min(lidar))^2``.
+    Episodes end (terminated) on arrival, crash or leaving the road, and are truncated at the
+    horizon. ``reset(seed=s)`` always loads the task's one map and seeds the traffic with ``s``.
+    MetaDrive allows one environment per process: close it before making another.
+
+    Args:
+        **config: MetaDrive configuration keys; ``max_episode_steps`` sets the horizon.
+    """
+    _compat.ensure_metadrive_offline_assets()
+    from metadrive.base_class.randomizable import Randomizable
+    from metadrive.envs import SafeMetaDriveEnv
+    from metadrive.manager.traffic_manager import TrafficMode
+
+    class DSRLSafeMetaDriveEnv(SafeMetaDriveEnv):
+        def step(self, actions):
+            obs, reward, terminated, truncated, info = super().step(actions)
+            info["velocity_cost"] = max(0.0, 1e-2 * (info["velocity"] - 10.0))
+            # The last 240 entries of the state observation are the lidar distances.
+            info["proximity_cost"] = 1e-2 * max(0.0, 0.1 - float(np.min(obs[-240:]))) ** 2
+            info["cost"] = info["cost"] + info["velocity_cost"] + info["proximity_cost"]
+            truncated = bool(info["max_step"])
+            terminated = bool(info["arrive_dest"] or info["crash"] or info["out_of_road"])
+            return obs, reward, terminated, truncated and not terminated, info
+
+        def reset(self, *, seed: int | None = None, options: dict | None = None):
+            self._traffic_seed = seed
+            return super().reset(seed=None)
+
+        def render(self, *args, **kwargs):
+            if not _compat.metadrive_has_real_assets():
+                raise RuntimeError(
+                    "MetaDrive rendering needs its real assets, which are not installed (this "
+                    "machine runs MetaDrive headless with state observations only); install them "
+                    "with `python -m metadrive.pull_asset` where the network allows"
+                )
+            return super().render(*args, **kwargs)
+
+        def _reset_global_seed(self, force_seed=None):
+            # One map per task (scenario index = start_seed); the episode seed drives traffic.
+            super()._reset_global_seed(self.start_index)
+            if getattr(self, "_traffic_seed", None) is not None:
+                Randomizable.seed(self.engine.traffic_manager, int(self._traffic_seed))
+
+    horizon = config.pop("max_episode_steps", 1000)
+    defaults = {
+        "start_seed": 0,
+        "num_scenarios": 1,
+        "map": "SCS",
+        "traffic_density": 0.1,
+        "accident_prob": 0.0,
+        "horizon": horizon,
+        "random_traffic": True,
+        "traffic_mode": TrafficMode.Hybrid,
+        "crash_vehicle_penalty": 0.0,
+        "log_level": logging.WARNING,
+    }
+    env = DSRLSafeMetaDriveEnv({**defaults, **config})
+    return env

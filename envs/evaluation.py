@@ -1,0 +1,151 @@
+"""Running a policy in an environment: evaluation with normalized metrics, and recording datasets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.adapters import find_task_spec
+from envs.datasets import OfflineDataset
+from envs.wrappers import resolve_normalizer, step_cost
+
+Policy = Callable[[np.ndarray], np.ndarray] | Any
+
+
+def as_callable(policy: Policy, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
+    """Turn a callable ``obs -> action`` or anything with an SB3-style ``predict`` into a callable.
+
+    Raises:
+        TypeError: ``policy`` is neither.
+    """
+    if hasattr(policy, "predict"):
+        return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+    if callable(policy):
+        return policy
+    raise TypeError(
+        f"policy must be a callable obs -> action or have a predict method, got {type(policy)}"
+    )
+
+
+def _clip(action: Any, space: gym.Space) -> np.ndarray:
+    action = np.asarray(action, dtype=np.float32).reshape(space.shape)
+    if isinstance(space, gym.spaces.Box):
+        action = np.clip(action, space.low, space.high)
+    return action
+
+
+def evaluate(
+    policy: Policy,
+    env: gym.Env,
+    n_episodes: int = 10,
+    seed: int = 0,
+    *,
+    deterministic: bool = True,
+    cost_limit: float | None = None,
+) -> dict[str, Any]:
+    """Run ``n_episodes`` episodes and report returns and costs, raw and normalized.
+
+    Episode ``i`` is reset with ``seed + i``, so two evaluations with the same seed see the same
+    start states.
+
+    Args:
+        policy: a callable ``obs -> action`` or an object with SB3-style ``predict``.
+        env: the environment (its costs may be hidden by :class:`envs.StripCost`).
+        n_episodes: number of episodes.
+        seed: seed of the first episode.
+        deterministic: passed to ``predict``.
+        cost_limit: overrides the task's cost limit for the normalized cost.
+
+    Returns:
+        A dict with per-episode lists under ``return``, ``cost``, ``length`` and, when the
+        environment carries reference values, ``normalized_return`` and ``normalized_cost``;
+        and their means under ``mean_<key>``.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    act = as_callable(policy, deterministic)
+    normalizer = resolve_normalizer(env, cost_limit=cost_limit)
+    results: dict[str, list[float]] = {"return": [], "cost": [], "length": []}
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        episode_return = episode_cost = 0.0
+        length = 0
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(_clip(act(obs), env.action_space))
+            episode_return += float(reward)
+            episode_cost += step_cost(env, info)
+            length += 1
+            done = terminated or truncated
+        results["return"].append(episode_return)
+        results["cost"].append(episode_cost)
+        results["length"].append(length)
+    if normalizer is not None:
+        results["normalized_return"] = [
+            float(normalizer.normalized_return(value)) for value in results["return"]
+        ]
+        results["normalized_cost"] = [
+            float(normalizer.normalized_cost(value)) for value in results["cost"]
+        ]
+    report: dict[str, Any] = dict(results)
+    for key, values in results.items():
+        report[f"mean_{key}"] = float(np.mean(values))
+    return report
+
+
+def collect_episodes(
+    env: gym.Env,
+    policy: Policy,
+    n_episodes: int,
+    seed: int = 0,
+    *,
+    deterministic: bool = False,
+    metadata: dict[str, Any] | None = None,
+) -> OfflineDataset:
+    """Record ``n_episodes`` episodes of ``policy`` into an :class:`OfflineDataset`.
+
+    Episode ``i`` is reset with ``seed + i``. Actions are recorded clipped to the action space
+    (what the simulator executes). The metadata holds the task's id, cost limit and reference
+    values when ``env`` was made by :func:`envs.make`, updated with ``metadata``.
+    """
+    if n_episodes < 1:
+        raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    act = as_callable(policy, deterministic)
+    episodes = []
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        observations, actions, rewards, costs = [np.asarray(obs, dtype=np.float32)], [], [], []
+        done = terminated = False
+        while not done:
+            action = _clip(act(obs), env.action_space)
+            obs, reward, terminated, truncated, info = env.step(action)
+            observations.append(np.asarray(obs, dtype=np.float32))
+            actions.append(action)
+            rewards.append(float(reward))
+            costs.append(step_cost(env, info))
+            done = terminated or truncated
+        episodes.append(
+            {
+                "observations": np.stack(observations),
+                "actions": np.stack(actions),
+                "rewards": np.asarray(rewards),
+                "costs": np.asarray(costs),
+                "terminated": bool(terminated),
+            }
+        )
+    info_metadata: dict[str, Any] = {}
+    spec = find_task_spec(env)
+    if spec is not None:
+        info_metadata = {
+            "task_id": spec.task_id,
+            "cost_limit": spec.cost_limit,
+            "reward_min": spec.reward_min,
+            "reward_max": spec.reward_max,
+            "cost_min": spec.cost_min,
+            "cost_max": spec.cost_max,
+        }
+    info_metadata.update(metadata or {})
+    return OfflineDataset.from_episodes(episodes, metadata=info_metadata)

@@ -1,0 +1,156 @@
+"""Wrappers: normalized episode metrics and cost stripping.
+
+Both keep the Gymnasium API unchanged, so they stack with any other wrapper and pass
+``gymnasium.utils.env_checker.check_env``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+
+from envs.adapters import find_task_spec
+from envs.metrics import Normalizer
+
+
+def find_wrapper(env: gym.Env, wrapper_type: type) -> Any | None:
+    """The outermost wrapper of ``wrapper_type`` in ``env``'s chain, or None."""
+    current: Any = env
+    while current is not None:
+        if isinstance(current, wrapper_type):
+            return current
+        current = current.env if isinstance(current, gym.Wrapper) else None
+    return None
+
+
+def step_cost(env: gym.Env, info: dict[str, Any]) -> float:
+    """This step's cost: ``info["cost"]``, or what a :class:`StripCost` below kept aside.
+
+    Raises:
+        KeyError: the environment reports no cost at all.
+    """
+    if "cost" in info:
+        return float(info["cost"])
+    stripper = find_wrapper(env, StripCost)
+    if stripper is None:
+        raise KeyError("the environment's info has no 'cost' (is it a safe-RL environment?)")
+    return stripper.last_cost
+
+
+class StripCost(gym.Wrapper):
+    """Hides every cost from the agent, for the cost-label-free setting.
+
+    Removes ``info["cost"]`` and every other info key containing ``"cost"`` (MetaDrive reports
+    several). The removed step cost stays available to metrics as :attr:`last_cost` and the
+    running :attr:`episode_cost`; :func:`envs.evaluate` and :class:`NormalizedMetrics` read it
+    from there.
+    """
+
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self.last_cost = 0.0
+        self.episode_cost = 0.0
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self.last_cost = 0.0
+        self.episode_cost = 0.0
+        return obs, self._strip(info)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.last_cost = step_cost(self.env, info)
+        self.episode_cost += self.last_cost
+        return obs, reward, terminated, truncated, self._strip(info)
+
+    @staticmethod
+    def _strip(info: dict[str, Any]) -> dict[str, Any]:
+        return {key: value for key, value in info.items() if "cost" not in key}
+
+
+class NormalizedMetrics(gym.Wrapper):
+    """Adds ``info["episode"]`` at the end of each episode, with normalized return and cost.
+
+    ``info["episode"]`` holds ``return``, ``cost``, ``length``, ``normalized_return`` and
+    ``normalized_cost`` (formulas in :mod:`envs.metrics`).
+
+    Args:
+        env: the environment (its cost may sit under a :class:`StripCost`).
+        task_id: a registered task whose reference values to use; by default the task the
+            environment was made for by :func:`envs.make`.
+        reward_range: ``(R_min, R_max)`` for a custom environment (overrides the task's).
+        cost_limit: the cost limit kappa (overrides the task's).
+
+    Raises:
+        ValueError: no reference returns or cost limit are known for this environment.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        task_id: str | None = None,
+        *,
+        reward_range: tuple[float, float] | None = None,
+        cost_limit: float | None = None,
+    ) -> None:
+        super().__init__(env)
+        self.normalizer = resolve_normalizer(env, task_id, reward_range, cost_limit)
+        if self.normalizer is None:
+            raise ValueError(
+                "NormalizedMetrics needs reference values: pass task_id, or reward_range and "
+                "cost_limit for a custom environment"
+            )
+        self._return = 0.0
+        self._cost = 0.0
+        self._length = 0
+
+    def reset(self, **kwargs):
+        self._return, self._cost, self._length = 0.0, 0.0, 0
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self._return += float(reward)
+        self._cost += step_cost(self.env, info)
+        self._length += 1
+        if terminated or truncated:
+            info = dict(info)
+            info["episode"] = {
+                "return": self._return,
+                "cost": self._cost,
+                "length": self._length,
+                "normalized_return": float(self.normalizer.normalized_return(self._return)),
+                "normalized_cost": float(self.normalizer.normalized_cost(self._cost)),
+            }
+        return obs, reward, terminated, truncated, info
+
+
+def resolve_normalizer(
+    env: gym.Env,
+    task_id: str | None = None,
+    reward_range: tuple[float, float] | None = None,
+    cost_limit: float | None = None,
+) -> Normalizer | None:
+    """Reference values for ``env``: explicit ones, a named task's, a wrapper's, or env's task.
+
+    Returns None when nothing is known (a custom environment without explicit values).
+    """
+    from envs.tasks import get_task
+
+    spec = get_task(task_id) if task_id is not None else find_task_spec(env)
+    inner = find_wrapper(env, NormalizedMetrics)
+    base = inner.normalizer if inner is not None and task_id is None else None
+    if reward_range is None:
+        if spec is not None:
+            reward_range = (spec.reward_min, spec.reward_max)
+        elif base is not None:
+            reward_range = (base.reward_min, base.reward_max)
+    if cost_limit is None:
+        if spec is not None:
+            cost_limit = spec.cost_limit
+        elif base is not None:
+            cost_limit = base.cost_limit
+    if reward_range is None or cost_limit is None:
+        return None
+    return Normalizer(float(reward_range[0]), float(reward_range[1]), float(cost_limit))
