@@ -256,7 +256,7 @@ class OfflineDataset:
         if not len(ends) or ends[-1] != len(self):
             ends = np.append(ends, len(self))
         starts = np.concatenate([[0], ends[:-1]])
-        return [(int(start), int(stop)) for start, stop in zip(starts, ends)]
+        return [(int(start), int(stop)) for start, stop in zip(starts, ends, strict=True)]
 
     @property
     def n_episodes(self) -> int:
@@ -414,11 +414,15 @@ class OfflineDataset:
         if not len(rest):
             raise DatasetError("no episode is left for the unlabeled part")
         metadata = {**self.metadata, "cost_limit": float(cost_limit)}
-        demos = self.select_episodes(demo_ids).without_costs()._with(
-            metadata={**metadata, "split": "safe_demos"}
+        demos = (
+            self.select_episodes(demo_ids)
+            .without_costs()
+            ._with(metadata={**metadata, "split": "safe_demos"})
         )
-        unlabeled = self.select_episodes(rest).without_costs()._with(
-            metadata={**metadata, "split": "unlabeled"}
+        unlabeled = (
+            self.select_episodes(rest)
+            .without_costs()
+            ._with(metadata={**metadata, "split": "unlabeled"})
         )
         return unlabeled, demos
 
@@ -512,9 +516,7 @@ def read_hdf5(path: str | os.PathLike) -> OfflineDataset:
     try:
         with h5py.File(path, "r") as file:
             missing = [
-                name
-                for name in FIELDS
-                if name not in file and name not in ("costs", "timeouts")
+                name for name in FIELDS if name not in file and name not in ("costs", "timeouts")
             ]
             if missing:
                 raise DatasetError(
@@ -547,7 +549,10 @@ def read_hdf5(path: str | os.PathLike) -> OfflineDataset:
 
 
 def cache_dir() -> Path:
-    """The user cache of built datasets: ``$SAFE_AGENTS_DATA_DIR`` or ``~/.cache/safe-agents/datasets``."""
+    """The user cache of built datasets.
+
+    ``$SAFE_AGENTS_DATA_DIR`` when set, else ``~/.cache/safe-agents/datasets``.
+    """
     override = os.environ.get(CACHE_ENV_VAR)
     return Path(override) if override else Path.home() / ".cache" / "safe-agents" / "datasets"
 

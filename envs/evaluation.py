@@ -1,4 +1,4 @@
-"""Running a policy in an environment: evaluation with normalized metrics, and recording datasets."""
+"""Running a policy in an environment: evaluation with normalized metrics, and recording data."""
 
 from __future__ import annotations
 

@@ -37,4 +37,3 @@ class Normalizer:
         """(C + eps) / (kappa + eps), eps = 1 when kappa = 0 so a zero limit stays defined."""
         eps = 1.0 if self.cost_limit == 0 else 0.0
         return (episode_cost + eps) / (self.cost_limit + eps)
-

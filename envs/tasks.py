@@ -1,4 +1,4 @@
-"""The task registry: DSRL task id -> simulator, configuration, episode length, cost limit, references.
+"""The task registry: DSRL task id -> simulator, config, episode length, cost limit, references.
 
 Reference episode returns and costs are DSRL's published values, read from the ``dsrl`` package
 (``dsrl.infos``) the first time a task is looked up; the toy task's come from its shipped dataset.
@@ -53,7 +53,9 @@ class TaskSpec:
 METADRIVE_ROADS = {"easy": (0, "SCS"), "medium": (100, "XST"), "hard": (200, "TRO")}
 METADRIVE_TRAFFIC = {"sparse": 0.1, "mean": 0.15, "dense": 0.2}
 
-BULLET_TASKS = [f"{agent}{task}" for agent in ("Ball", "Car", "Drone", "Ant") for task in ("Run", "Circle")]
+BULLET_TASKS = [
+    f"{agent}{task}" for agent in ("Ball", "Car", "Drone", "Ant") for task in ("Run", "Circle")
+]
 SAFETY_GYMNASIUM_NAVIGATION = [
     f"{agent}{task}{level}"
     for agent in ("Point", "Car")
@@ -161,7 +163,9 @@ def get_task(task_id: str) -> TaskSpec:
     registry = _registry()
     if task_id in registry:
         return registry[task_id]
-    close = difflib.get_close_matches(task_id, registry, n=5, cutoff=0.5)
+    needle = task_id.lower()
+    close = [known for known in registry if needle in known.lower()][:5]
+    close = close or difflib.get_close_matches(task_id, registry, n=5, cutoff=0.5)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise UnknownTaskError(
         f"Unknown task id {task_id!r}.{hint} `safe-agents info` or envs.list_tasks() lists all "

@@ -147,11 +147,15 @@ def build_toy_dataset(seed: int = 0, episodes_per_setting: int = 6):
     env = make("OfflineToyReachAvoid-v0")
     rng = np.random.default_rng(seed)
     parts = []
-    settings = [(margin, noise) for margin in np.linspace(-0.5, 0.15, 8) for noise in (0.0, 0.4, 1.0)]
+    settings = [
+        (margin, noise) for margin in np.linspace(-0.5, 0.15, 8) for noise in (0.0, 0.4, 1.0)
+    ]
     for index, (margin, noise) in enumerate(settings):
         policy = scripted_policy(float(margin), noise, rng)
         parts.append(collect_episodes(env, policy, episodes_per_setting, seed=seed + 1000 * index))
-    parts.append(collect_episodes(env, random_policy(rng), 2 * episodes_per_setting, seed=seed + 99_000))
+    parts.append(
+        collect_episodes(env, random_policy(rng), 2 * episodes_per_setting, seed=seed + 99_000)
+    )
     dataset = OfflineDataset.concatenate(parts)
     returns, costs = dataset.episode_returns(), dataset.episode_costs()
     metadata = {
@@ -160,7 +164,9 @@ def build_toy_dataset(seed: int = 0, episodes_per_setting: int = 6):
         "reward_max": float(returns.max()),
         "cost_min": float(costs.min()),
         "cost_max": float(costs.max()),
-        "behaviour": "scripted reach-avoid controllers (margins -0.5..0.15, noise 0/0.4/1.0) and random",
+        "behaviour": (
+            "scripted reach-avoid controllers (margins -0.5..0.15, noise 0/0.4/1.0) and random"
+        ),
         "seed": seed,
     }
     return OfflineDataset.concatenate([dataset], metadata=metadata)
@@ -171,4 +177,8 @@ if __name__ == "__main__":
 
     toy = build_toy_dataset()
     path = save_dataset(toy, SHIPPED_DIR / "OfflineToyReachAvoid-v0.hdf5")
-    print(path, toy.summary(), {key: toy.metadata[key] for key in ("reward_min", "reward_max", "cost_max")})
+    print(
+        path,
+        toy.summary(),
+        {key: toy.metadata[key] for key in ("reward_min", "reward_max", "cost_max")},
+    )

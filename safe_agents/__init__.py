@@ -1,1 +1,39 @@
-"""safe-agents."""
+"""safe-agents: safe offline reinforcement learning with diffusion models.
+
+>>> from safe_agents import BCSafe
+>>> agent = BCSafe(env, seed=0).learn_offline("OfflineToyReachAvoid-v0", n_steps=2000)
+>>> action, _ = agent.predict(obs, deterministic=True)
+"""
+
+__version__ = "0.1.0"
+
+from safe_agents.baselines import BCAll, BCSafe  # noqa: E402  (registers the agents)
+from safe_agents.common import (  # noqa: E402
+    AgentLoadError,
+    BaseAgent,
+    BaseCallback,
+    CheckpointCallback,
+    get_agent_class,
+    list_agents,
+    make_agent,
+)
+
+
+def load_agent(path, device: str = "auto") -> BaseAgent:
+    """Load a saved agent of any algorithm (the file says which)."""
+    return BaseAgent.load(path, device=device)
+
+
+__all__ = [
+    "AgentLoadError",
+    "BCAll",
+    "BCSafe",
+    "BaseAgent",
+    "BaseCallback",
+    "CheckpointCallback",
+    "__version__",
+    "get_agent_class",
+    "list_agents",
+    "load_agent",
+    "make_agent",
+]

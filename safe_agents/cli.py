@@ -1,4 +1,4 @@
-"""The ``safe-agents`` command line: ``demo``, ``info``, ``train``, ``evaluate``.
+"""The ``safe-agents`` command line: ``demo``, ``train``, ``evaluate``, ``info``.
 
 This module is the application at the top of the import chain, so unlike the algorithm modules
 it imports ``envs`` (tasks, datasets, evaluation). User mistakes (unknown task or algorithm, a
@@ -42,7 +42,7 @@ def _format_report(report: dict[str, Any]) -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Load the shipped toy dataset, train BC-Safe on it, and roll out in every simulator."""
+    """Load the shipped toy dataset, train BC-All and BC-Safe on it, roll out in every simulator."""
     import envs
 
     data = envs.load_dataset("OfflineToyReachAvoid-v0")
@@ -53,6 +53,17 @@ def cmd_demo(args: argparse.Namespace) -> None:
         f"{data.metadata['cost_limit']:g}; best safe return {summary['best_safe_return']:.1f} "
         f"vs best overall {summary['return_max']:.1f}"
     )
+    from safe_agents import BCAll, BCSafe
+
+    env = envs.make("OfflineToyReachAvoid-v0")
+    print(f"\nBC-All and BC-Safe, {args.train_steps} gradient steps each, 10 evaluation episodes:")
+    for agent_class in (BCAll, BCSafe):
+        start = time.perf_counter()
+        agent = agent_class(env, seed=args.seed).learn_offline(data, n_steps=args.train_steps)
+        seconds = time.perf_counter() - start
+        report = envs.evaluate(agent, env, n_episodes=10, seed=args.seed)
+        print(f"  {agent_class.name:8s} {_format_report(report)}  (trained in {seconds:.1f} s)")
+
     print(f"\nRandom actions, {args.episodes} episode(s) of at most {args.steps} steps per task:")
     for task_id in DEMO_TASKS:
         length = min(args.steps, envs.get_task(task_id).max_episode_steps)
@@ -86,6 +97,75 @@ def cmd_info(args: argparse.Namespace) -> None:
             f"{spec.cost_limit:6g}  {where}"
         )
     print(f"\nDataset cache: {envs.cache_dir()} (set SAFE_AGENTS_DATA_DIR to move it)")
+    from safe_agents import get_agent_class, list_agents
+
+    print("\nAgents:")
+    for name in list_agents():
+        agent_class = get_agent_class(name)
+        summary = (agent_class.__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:10s} {agent_class.__name__:10s} {summary}")
+
+
+def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key:
+            raise UserError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text  # a bare string, e.g. actor=gaussian
+    return overrides
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    """Train an agent offline on a task's dataset, save it, and evaluate it."""
+    import envs
+    from safe_agents import make_agent
+
+    env = envs.make(args.task)
+    dataset = envs.load_dataset(args.dataset or args.task)
+    agent = make_agent(args.algo, env, seed=args.seed, **_parse_overrides(args.set))
+    out = Path(args.out)
+    run_name = f"{agent.name}-{args.task}-seed{agent.seed}"
+    start = time.perf_counter()
+    agent.learn_offline(
+        dataset,
+        n_steps=args.steps,
+        progress_bar=not args.no_progress,
+        log_dir=out / run_name,
+        log_interval=args.log_interval,
+    )
+    seconds = time.perf_counter() - start
+    path = agent.save(out / f"{run_name}.zip")
+    losses = {key: round(value, 5) for key, value in agent.logger.latest.items()}
+    print(f"trained {agent.name} for {agent.num_steps} steps in {seconds:.1f} s: {losses}")
+    print(f"saved {path}; logs in {out / run_name}")
+    if args.eval_episodes > 0:
+        report = envs.evaluate(agent, env, n_episodes=args.eval_episodes, seed=args.seed)
+        print(f"evaluation over {args.eval_episodes} episodes: {_format_report(report)}")
+    env.close()
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    """Evaluate a saved agent in a task's environment with normalized metrics."""
+    import envs
+    from safe_agents import load_agent
+
+    agent = load_agent(args.path)
+    env = envs.make(args.task)
+    report = envs.evaluate(
+        agent, env, n_episodes=args.episodes, seed=args.seed, deterministic=not args.stochastic
+    )
+    env.close()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print(f"{agent.name} on {args.task}, {args.episodes} episodes: {_format_report(report)}")
+    if "normalized_cost" in report:
+        safe = sum(cost <= 1.0 for cost in report["normalized_cost"])
+        print(f"safe episodes (normalized cost <= 1): {safe}/{args.episodes}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,10 +184,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--episodes", type=int, default=1, help="rollout episodes per task")
     demo.add_argument("--steps", type=int, default=200, help="maximum steps per episode")
+    demo.add_argument("--train-steps", type=int, default=2000, help="BC gradient steps")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.set_defaults(handler=cmd_demo)
 
-    info = commands.add_parser("info", help="list tasks, agents and datasets", description=cmd_info.__doc__)
+    train = commands.add_parser(
+        "train", help="train an agent offline", description=cmd_train.__doc__
+    )
+    train.add_argument("algo", help="algorithm name (see `safe-agents info`)")
+    train.add_argument("--task", required=True, help="task id, e.g. OfflineToyReachAvoid-v0")
+    train.add_argument("--dataset", help="DSRL-format HDF5 file (default: the task's dataset)")
+    train.add_argument("--steps", type=int, help="gradient steps (default: the paper's)")
+    train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    train.add_argument("--out", default="runs", help="output folder (default ./runs)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="hyperparameter override, repeatable (JSON values: --set hidden_sizes=[64,64])",
+    )
+    train.add_argument(
+        "--eval-episodes", type=int, default=10, help="episodes to evaluate (0: none)"
+    )
+    train.add_argument("--log-interval", type=int, default=1000, help="steps between log rows")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(handler=cmd_train)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="evaluate a saved agent", description=cmd_evaluate.__doc__
+    )
+    evaluate.add_argument("path", help="a saved agent (.zip)")
+    evaluate.add_argument("--task", required=True, help="task id to evaluate on")
+    evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
+    evaluate.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
+    evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
+    evaluate.set_defaults(handler=cmd_evaluate)
+
+    info = commands.add_parser(
+        "info", help="list tasks, agents and datasets", description=cmd_info.__doc__
+    )
     info.set_defaults(handler=cmd_info)
     return parser
 

@@ -47,7 +47,11 @@ def test_episodes_returns_and_costs_follow_terminals_and_timeouts():
         ("rewards", np.zeros(5), "'rewards' has 5 rows but 'observations' has 6"),
         ("actions", np.zeros((6, 2, 2)), "'actions' must have 2 dimension"),
         ("costs", np.array([0, 0, 0, np.nan, 0, 0]), "'costs' has a non-finite value at index 3"),
-        ("observations", np.full((6, 3), np.inf), "'observations' has a non-finite value at index 0"),
+        (
+            "observations",
+            np.full((6, 3), np.inf),
+            "'observations' has a non-finite value at index 0",
+        ),
         ("terminals", np.array([0, 0, 0, 0, 0.5, 1]), "'terminals' must hold 0/1 flags.*index 4"),
         ("rewards", np.array(["a"] * 6), "'rewards' must be numeric"),
     ],

@@ -14,7 +14,10 @@ SIMULATOR_TASKS = {
     "toy": ("OfflineToyReachAvoid-v0", {}),
     "bullet": ("OfflineBallRun-v0", {}),
     "safety_gymnasium": ("OfflinePointGoal1Gymnasium-v0", {"max_episode_steps": 50}),
-    "safety_gymnasium_velocity": ("OfflineHalfCheetahVelocityGymnasium-v1", {"max_episode_steps": 50}),
+    "safety_gymnasium_velocity": (
+        "OfflineHalfCheetahVelocityGymnasium-v1",
+        {"max_episode_steps": 50},
+    ),
     "metadrive": ("OfflineMetadrive-easysparse-v0", {"max_episode_steps": 50}),
 }
 

@@ -1,0 +1,145 @@
+"""Behaviour cloning baselines: BC-All and BC-Safe (as in OSRL / the DSRL benchmark).
+
+- **BC-All** clones every transition of the dataset.
+- **BC-Safe** clones only the episodes whose total cost is within the cost limit, the classic
+  "filter, then imitate" baseline of safe offline RL.
+
+Loss: mean squared error of a tanh-bounded deterministic actor (OSRL's ``MLPActor``), or the
+negative log-likelihood of a Gaussian actor (``actor="gaussian"``), on actions rescaled to
+``[-1, 1]``.
+
+Defaults (OSRL ``examples/configs/bc_configs.py``): actor learning rate 1e-3, hidden sizes
+(256, 256), batch size 512, 300k update steps, cost limit 10.
+
+**Deviations**: observations are standardized with the dataset's statistics by default
+(``normalize_observations``; OSRL feeds raw observations); BC-Safe's cost limit defaults to the
+dataset's own (its metadata), falling back to 10; OSRL evaluates during training and we never
+select checkpoints by evaluation (design: the final iterate is reported).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from safe_agents.common.base import BaseAgent
+from safe_agents.common.config import AgentConfig, check_choice, check_positive
+from safe_agents.common.data import TransitionBatch
+from safe_agents.common.networks import DeterministicActor, GaussianActor
+
+
+@dataclass(kw_only=True)
+class BCConfig(AgentConfig):
+    """BC hyperparameters (OSRL defaults).
+
+    Attributes:
+        actor: ``"deterministic"`` (OSRL, MSE loss) or ``"gaussian"`` (log-likelihood loss).
+        hidden_sizes: actor MLP widths; OSRL (256, 256).
+        learning_rate: Adam learning rate; OSRL 1e-3.
+        batch_size: OSRL 512.
+        n_steps: OSRL trains 300k update steps.
+    """
+
+    n_steps: int = 300_000
+    batch_size: int = 512
+    actor: str = "deterministic"
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("actor", self.actor, ("deterministic", "gaussian"))
+        check_positive("learning_rate", self.learning_rate)
+        if not self.hidden_sizes or any(size < 1 for size in self.hidden_sizes):
+            raise ValueError(f"hidden_sizes must be positive widths, got {self.hidden_sizes}")
+
+
+@dataclass(kw_only=True)
+class BCSafeConfig(BCConfig):
+    """BC-Safe hyperparameters.
+
+    Attributes:
+        cost_limit: episodes with total cost <= this are imitated; None takes the dataset's
+            ``cost_limit`` metadata (10, OSRL's default, if it has none).
+    """
+
+    cost_limit: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.cost_limit is not None:
+            check_positive("cost_limit", self.cost_limit, allow_zero=True)
+
+
+def mse_bc_loss(predicted_actions: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+    """Mean squared error between predicted and dataset actions (both in ``[-1, 1]``)."""
+    return F.mse_loss(predicted_actions, actions)
+
+
+def gaussian_bc_loss(
+    distribution: torch.distributions.Normal, actions: torch.Tensor
+) -> torch.Tensor:
+    """Negative log-likelihood of the dataset actions, summed over action dimensions."""
+    return -distribution.log_prob(actions).sum(dim=-1).mean()
+
+
+class BCAll(BaseAgent):
+    """Behaviour cloning on every transition of the dataset (OSRL's ``bc_mode="all"``)."""
+
+    name = "bc_all"
+    config_class = BCConfig
+
+    def _build(self) -> None:
+        actor_class = GaussianActor if self.config.actor == "gaussian" else DeterministicActor
+        self.actor: nn.Module = actor_class(self.obs_dim, self.act_dim, self.config.hidden_sizes)
+        self.optimizers = {
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=self.config.learning_rate)
+        }
+
+    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+        obs = self.obs_scaler(batch.obs)
+        actions = self.action_scaler.normalize(batch.actions)
+        if self.config.actor == "gaussian":
+            loss = gaussian_bc_loss(self.actor.distribution(obs), actions)
+        else:
+            loss = mse_bc_loss(self.actor(obs), actions)
+        optimizer = self.optimizers["actor"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        return {"actor_loss": loss.item()}
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        if self.config.actor == "deterministic" or deterministic:
+            return self.actor(obs)
+        distribution = self.actor.distribution(obs)
+        noise = torch.randn(
+            distribution.mean.shape, generator=self.act_generator, device=obs.device
+        )
+        return distribution.mean + distribution.stddev * noise
+
+    def _saved_modules(self) -> dict[str, nn.Module]:
+        return {"actor": self.actor}
+
+
+class BCSafe(BCAll):
+    """Behaviour cloning on the episodes whose cost is within the cost limit (OSRL's "safe")."""
+
+    name = "bc_safe"
+    config_class = BCSafeConfig
+
+    def _prepare_dataset(self, dataset: Any) -> Any:
+        limit = self.config.cost_limit
+        if limit is None:
+            limit = float(dataset.metadata.get("cost_limit", 10.0))
+        if dataset.costs is None:
+            raise ValueError(
+                "BC-Safe needs cost labels to pick safe episodes; for the cost-label-free "
+                "setting train BCAll on the safe demonstrations instead"
+            )
+        self.cost_limit_used = limit
+        return dataset.filter_episodes(max_cost=limit)

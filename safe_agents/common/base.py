@@ -1,0 +1,364 @@
+"""``BaseAgent``: the one agent contract (stable-baselines3 conventions, offline).
+
+Subclasses declare ``name`` and ``config_class`` and implement four hooks:
+
+- ``_build()``: networks and optimizers (``self.optimizers``), from ``self.config``;
+- ``_train_step(batch) -> dict[str, float]``: one gradient step (the only place that touches
+  optimizers); the dict's keys are logged under ``train/``;
+- ``_act(obs, deterministic) -> actions``: actions in ``[-1, 1]`` for standardized observations;
+- ``_saved_modules() -> dict[str, nn.Module]``: everything whose weights define the agent.
+
+Optionally ``_prepare_dataset(dataset)`` (e.g. BC-Safe keeps safe episodes) and
+``_setup_training(dataset)`` (dataset-dependent constants) run at the start of ``learn_offline``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from safe_agents.common import registry, serialization
+from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
+from safe_agents.common.config import AgentConfig
+from safe_agents.common.data import TransitionBatch, TransitionSampler, coerce_dataset
+from safe_agents.common.logger import Logger
+from safe_agents.common.networks import ActionScaler, ObservationScaler
+from safe_agents.common.seeding import make_generator, new_seed, set_random_seed
+
+
+def get_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class BaseAgent:
+    """An offline safe-RL agent with the SB3-style API.
+
+    Args:
+        env: an environment to take the observation and action spaces from (not stepped).
+        observation_space: a flat ``gymnasium.spaces.Box`` (instead of ``env``).
+        action_space: a flat, bounded ``gymnasium.spaces.Box`` (instead of ``env``).
+        seed: fixes initialisation, data order and sampling; drawn at random (and kept in
+            ``self.seed`` and in saved files) when None.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``...
+        **hyperparameters: fields of the algorithm's config dataclass (``config_class``).
+
+    Raises:
+        ValueError: unknown or invalid hyperparameters, or unsupported spaces.
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[AgentConfig]] = AgentConfig
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("name"):
+            registry.register_agent(cls)
+
+    def __init__(
+        self,
+        env: gym.Env | None = None,
+        *,
+        observation_space: gym.Space | None = None,
+        action_space: gym.Space | None = None,
+        seed: int | None = None,
+        device: str | torch.device = "auto",
+        **hyperparameters: Any,
+    ) -> None:
+        if env is not None:
+            observation_space = observation_space or env.observation_space
+            action_space = action_space or env.action_space
+        if observation_space is None or action_space is None:
+            raise ValueError("give an env, or both observation_space and action_space")
+        _check_box("observation_space", observation_space)
+        _check_box("action_space", action_space)
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.obs_dim = int(np.prod(observation_space.shape))
+        self.act_dim = int(np.prod(action_space.shape))
+        self.config = self.config_class.from_kwargs(**hyperparameters)
+        self.seed = int(seed) if seed is not None else new_seed()
+        self.device = get_device(device)
+        self.num_steps = 0
+        self.logger = Logger()
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        # Global seeding makes the network initialisation of _build reproducible; afterwards
+        # all randomness goes through the agent's own generators.
+        set_random_seed(self.seed)
+        self.train_generator = make_generator(self.seed, self.device)
+        self.act_generator = make_generator(self.seed + 1, self.device)
+        self.obs_scaler = ObservationScaler(self.obs_dim, self.config.normalize_observations)
+        self.action_scaler = ActionScaler(action_space.low, action_space.high)
+        self._build()
+        for module in self._all_modules().values():
+            module.to(self.device)
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+        raise NotImplementedError
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _saved_modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def _prepare_dataset(self, dataset: Any) -> Any:
+        """The data this algorithm trains on (default: all of it)."""
+        return dataset
+
+    def _setup_training(self, dataset: Any) -> None:
+        """Dataset-dependent set-up before the first step (default: nothing)."""
+
+    # ------------------------------------------------------------------ public API
+    def learn_offline(
+        self,
+        dataset: Any,
+        n_steps: int | None = None,
+        callback: BaseCallback | Sequence[BaseCallback] | None = None,
+        progress_bar: bool = False,
+        log_dir: str | Path | None = None,
+        *,
+        log_interval: int = 1000,
+        resume_from: str | Path | None = None,
+    ) -> BaseAgent:
+        """Train on a fixed dataset for ``n_steps`` gradient steps in total.
+
+        Args:
+            dataset: an ``envs.OfflineDataset``, a path to a DSRL-format HDF5 file, a dict of
+                arrays with the DSRL names, or a task id.
+            n_steps: the total number of gradient steps (default: the config's ``n_steps``).
+                A resumed or repeated call continues from ``self.num_steps`` up to this total.
+            callback: a callback or list of callbacks (see :mod:`safe_agents.common.callbacks`).
+            progress_bar: show a tqdm progress bar.
+            log_dir: write ``progress.csv``/``progress.jsonl`` (and tensorboard) there.
+            log_interval: steps between log dumps.
+            resume_from: a checkpoint saved by :meth:`save` or ``CheckpointCallback``: its
+                weights, optimizer states, generator states and step counter are restored, so
+                the run ends exactly as an uninterrupted one with the same seed.
+
+        Returns:
+            self.
+        """
+        if resume_from is not None:
+            self._restore(serialization.read_agent_file(resume_from), resume_from)
+        total = int(n_steps if n_steps is not None else self.config.n_steps)
+        if total < 1:
+            raise ValueError(f"n_steps must be >= 1, got {total}")
+        if log_interval < 1:
+            raise ValueError(f"log_interval must be >= 1, got {log_interval}")
+        dataset = coerce_dataset(dataset)
+        dataset.check_spaces(self.observation_space, self.action_space)
+        dataset = self._prepare_dataset(dataset)
+        if self.num_steps == 0:
+            self.obs_scaler.fit(dataset.observations)
+        self._setup_training(dataset)
+        sampler = TransitionSampler(dataset, self.device, self.train_generator)
+        if log_dir is not None:
+            self.logger = Logger(log_dir)
+        callbacks = [as_callback(callback)] if callback is not None else []
+        if progress_bar:
+            callbacks.append(ProgressBarCallback())
+        for item in callbacks:
+            item.init_callback(self)
+            item.on_training_start(total)
+        for module in self._saved_modules().values():
+            module.train()
+        interval_start, interval_steps = time.perf_counter(), 0
+        try:
+            while self.num_steps < total:
+                metrics = self._train_step(sampler.sample(self.config.batch_size))
+                self.num_steps += 1
+                interval_steps += 1
+                for key, value in metrics.items():
+                    self.logger.record(f"train/{key}", value)
+                if self.num_steps % log_interval == 0 or self.num_steps == total:
+                    elapsed = time.perf_counter() - interval_start
+                    self.logger.record("time/steps_per_second", interval_steps / max(elapsed, 1e-9))
+                    self.logger.dump(self.num_steps)
+                    interval_start, interval_steps = time.perf_counter(), 0
+                keep_going = [item.on_step(self.num_steps, metrics) for item in callbacks]
+                if not all(keep_going):
+                    break
+        finally:
+            for item in callbacks:
+                item.on_training_end()
+            for module in self._saved_modules().values():
+                module.eval()
+        return self
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Actions for one observation or a batch of them.
+
+        Args:
+            observation: shape ``observation_space.shape`` (one) or ``(N, obs_dim)`` (a batch).
+            state: recurrent state (unused by Markov agents; returned unchanged).
+            episode_start: which batch entries start a new episode (for agents with context).
+            deterministic: the policy's mode instead of a sample (sampling uses the agent's own
+                generator, so a seeded agent repeats its stochastic actions too).
+
+        Returns:
+            ``(actions, state)``: float32 actions clipped to the action space, shaped like the
+            input (one action, or ``(N, act_dim)``).
+
+        Raises:
+            ValueError: wrong shape or non-finite values, naming them.
+        """
+        obs, single = self._check_observation(observation)
+        with torch.no_grad():
+            tensor = torch.as_tensor(obs, device=self.device)
+            actions = self._act(self.obs_scaler(tensor), deterministic).clamp(-1.0, 1.0)
+            actions = self.action_scaler.denormalize(actions).cpu().numpy()
+        actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        actions = actions.astype(np.float32)
+        return (actions[0].reshape(self.action_space.shape) if single else actions), state
+
+    def save(self, path: str | Path) -> Path:
+        """Write the agent to a zip (config, weights, training state, versions), atomically."""
+        weights = {
+            f"{module_name}.{key}": tensor.detach().cpu()
+            for module_name, module in self._all_modules().items()
+            for key, tensor in module.state_dict().items()
+        }
+        training = {
+            "num_steps": torch.tensor(self.num_steps),
+            "train_generator": self.train_generator.get_state(),
+            "act_generator": self.act_generator.get_state(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+        }
+        config = {
+            "algorithm": self.name,
+            "seed": self.seed,
+            "observation_space": serialization.box_to_dict(self.observation_space),
+            "action_space": serialization.box_to_dict(self.action_space),
+            "hyperparameters": self.config.to_dict(),
+        }
+        return serialization.write_agent_file(path, config, weights, training)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "auto") -> BaseAgent:
+        """Rebuild an agent from a file written by :meth:`save`; never executes code from it.
+
+        Called on ``BaseAgent`` it rebuilds whichever algorithm the file holds.
+
+        Raises:
+            serialization.AgentLoadError: not a saved agent, a truncated or tampered file, or
+                an agent of another algorithm.
+        """
+        contents = serialization.read_agent_file(path)
+        config = contents.config
+        agent_class = registry.get_agent_class(config["algorithm"]) if cls is BaseAgent else cls
+        if config["algorithm"] != agent_class.name:
+            raise serialization.AgentLoadError(
+                f"{path} holds a {config['algorithm']!r} agent, not {agent_class.name!r}; load "
+                "it with safe_agents.load_agent(path) or that algorithm's class"
+            )
+        try:
+            agent = agent_class(
+                observation_space=serialization.box_from_dict(config["observation_space"]),
+                action_space=serialization.box_from_dict(config["action_space"]),
+                seed=config["seed"],
+                device=device,
+                **config["hyperparameters"],
+            )
+        except (TypeError, ValueError, KeyError) as error:
+            raise serialization.AgentLoadError(f"{path}: invalid config.json: {error}") from error
+        agent._restore(contents, path)
+        return agent
+
+    def parameters_dict(self) -> dict[str, torch.Tensor]:
+        """Every saved tensor by name (for comparing two agents)."""
+        return {
+            f"{module_name}.{key}": tensor
+            for module_name, module in self._all_modules().items()
+            for key, tensor in module.state_dict().items()
+        }
+
+    # ------------------------------------------------------------------ internals
+    def _all_modules(self) -> dict[str, nn.Module]:
+        return {
+            "obs_scaler": self.obs_scaler,
+            "action_scaler": self.action_scaler,
+            **self._saved_modules(),
+        }
+
+    def _restore(self, contents: serialization.AgentFile, path: str | Path) -> None:
+        config = contents.config
+        if config["algorithm"] != self.name:
+            raise serialization.AgentLoadError(
+                f"{path} holds a {config['algorithm']!r} agent, not {self.name!r}"
+            )
+        if config["hyperparameters"] != self.config.to_dict() or config["seed"] != self.seed:
+            raise serialization.AgentLoadError(
+                f"{path} was saved with other hyperparameters or seed than this agent's; "
+                f"resume it with {type(self).__name__}.load(path).learn_offline(...)"
+            )
+        modules = self._all_modules()
+        grouped: dict[str, dict[str, torch.Tensor]] = {name: {} for name in modules}
+        for key, tensor in contents.weights.items():
+            module_name, _, parameter = key.partition(".")
+            if module_name not in grouped:
+                raise serialization.AgentLoadError(f"{path}: unexpected weights {key!r}")
+            grouped[module_name][parameter] = tensor
+        for module_name, module in modules.items():
+            try:
+                module.load_state_dict(grouped[module_name], strict=True)
+            except RuntimeError as error:
+                raise serialization.AgentLoadError(
+                    f"{path}: weights of {module_name!r} do not match the network: {error}"
+                ) from error
+        training = contents.training
+        try:
+            self.num_steps = int(training["num_steps"])
+            self.train_generator.set_state(training["train_generator"])
+            self.act_generator.set_state(training["act_generator"])
+            if set(training["optimizers"]) != set(self.optimizers):
+                raise KeyError(f"optimizers {sorted(training['optimizers'])}")
+            for name, optimizer in self.optimizers.items():
+                optimizer.load_state_dict(training["optimizers"][name])
+        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+            raise serialization.AgentLoadError(
+                f"{path}: invalid training state: {error}"
+            ) from error
+
+    def _check_observation(self, observation: Any) -> tuple[np.ndarray, bool]:
+        obs = np.asarray(observation, dtype=np.float32)
+        shape = self.observation_space.shape
+        if obs.shape == shape:
+            obs, single = obs.reshape(1, self.obs_dim), True
+        elif obs.ndim == len(shape) + 1 and obs.shape[1:] == shape:
+            obs, single = obs.reshape(len(obs), self.obs_dim), False
+        else:
+            raise ValueError(
+                f"observation has shape {obs.shape}; expected {shape} or (batch, *{shape})"
+            )
+        bad = np.flatnonzero(~np.isfinite(obs).all(axis=1))
+        if bad.size:
+            raise ValueError(f"observation has non-finite values (row {bad[0]})")
+        return obs, single
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
+
+
+def _check_box(name: str, space: gym.Space) -> None:
+    if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
+        raise ValueError(f"{name} must be a flat gymnasium.spaces.Box, got {space}")

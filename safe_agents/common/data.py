@@ -1,0 +1,84 @@
+"""Turning what a user passes to ``learn_offline`` into tensors, and sampling minibatches.
+
+``learn_offline`` accepts an ``envs.OfflineDataset``, a path to a DSRL-format HDF5 file, a dict
+of arrays with the DSRL names, or a task id. The last three are converted by ``envs`` (the only
+place that reads datasets); it is imported here lazily, on that path alone, so the algorithms
+themselves never depend on the environment package.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+
+def coerce_dataset(dataset: Any) -> Any:
+    """Return an ``envs.OfflineDataset`` for any accepted input.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if hasattr(dataset, "episode_bounds") and hasattr(dataset, "observations"):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike, Mapping)):
+        envs = importlib.import_module("envs")
+        if isinstance(dataset, Mapping):
+            return envs.OfflineDataset.from_dict(dataset)
+        return envs.load_dataset(dataset)
+    raise TypeError(
+        "dataset must be an envs.OfflineDataset, a path to a DSRL-format HDF5 file, a dict of "
+        f"arrays with the DSRL field names, or a task id; got {type(dataset).__name__}"
+    )
+
+
+class TransitionBatch(NamedTuple):
+    """A minibatch of transitions (tensors with a leading batch dimension)."""
+
+    obs: torch.Tensor
+    actions: torch.Tensor
+    rewards: torch.Tensor
+    costs: torch.Tensor
+    next_obs: torch.Tensor
+    terminals: torch.Tensor
+
+
+class TransitionSampler:
+    """Uniform minibatches from a dataset, drawn with the agent's torch generator.
+
+    Args:
+        dataset: an ``envs.OfflineDataset``; datasets without costs give zero costs.
+        device: where the tensors live.
+        generator: the generator that fixes the data order (saved with checkpoints).
+    """
+
+    def __init__(self, dataset: Any, device: torch.device, generator: torch.Generator) -> None:
+        def tensor(values: np.ndarray) -> torch.Tensor:
+            return torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
+
+        costs = dataset.costs if dataset.costs is not None else np.zeros_like(dataset.rewards)
+        self.obs = tensor(dataset.observations)
+        self.actions = tensor(dataset.actions)
+        self.rewards = tensor(dataset.rewards)
+        self.costs = tensor(costs)
+        self.next_obs = tensor(dataset.next_observations)
+        self.terminals = tensor(dataset.terminals)
+        self.generator = generator
+        self.size = len(self.obs)
+
+    def sample(self, batch_size: int) -> TransitionBatch:
+        index = torch.randint(
+            self.size, (batch_size,), generator=self.generator, device=self.generator.device
+        ).to(self.obs.device)
+        return TransitionBatch(
+            obs=self.obs[index],
+            actions=self.actions[index],
+            rewards=self.rewards[index],
+            costs=self.costs[index],
+            next_obs=self.next_obs[index],
+            terminals=self.terminals[index],
+        )

@@ -1,0 +1,127 @@
+"""Network building blocks shared by every agent: MLPs, actors, and the scalers stored as buffers.
+
+Scalers (observation standardization, action rescaling) are ``nn.Module`` buffers so their
+statistics travel inside the saved weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+_ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "mish": nn.Mish, "silu": nn.SiLU}
+
+
+def mlp(
+    in_dim: int,
+    out_dim: int,
+    hidden_sizes: Sequence[int] = (256, 256),
+    activation: str = "relu",
+    layer_norm: bool = False,
+    output_activation: str | None = None,
+) -> nn.Sequential:
+    """A multilayer perceptron ``in_dim -> hidden_sizes -> out_dim``.
+
+    Args:
+        activation: one of ``relu, tanh, gelu, mish, silu``.
+        layer_norm: add LayerNorm after each hidden linear layer.
+        output_activation: optional activation on the output.
+    """
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+    layers: list[nn.Module] = []
+    width = in_dim
+    for hidden in hidden_sizes:
+        layers.append(nn.Linear(width, hidden))
+        if layer_norm:
+            layers.append(nn.LayerNorm(hidden))
+        layers.append(_ACTIVATIONS[activation]())
+        width = hidden
+    layers.append(nn.Linear(width, out_dim))
+    if output_activation is not None:
+        layers.append(_ACTIVATIONS[output_activation]())
+    return nn.Sequential(*layers)
+
+
+class ObservationScaler(nn.Module):
+    """Standardizes observations with dataset statistics (identity until :meth:`fit`)."""
+
+    def __init__(self, dim: int, enabled: bool = True, eps: float = 1e-3) -> None:
+        super().__init__()
+        self.enabled = enabled
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def fit(self, observations: np.ndarray) -> None:
+        """Set mean and standard deviation from ``(N, dim)`` observations."""
+        if not self.enabled:
+            return
+        self.mean.copy_(torch.as_tensor(observations.mean(axis=0), dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(observations.std(axis=0) + self.eps, dtype=torch.float32))
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return (obs - self.mean) / self.std
+
+
+class ActionScaler(nn.Module):
+    """Maps actions between the environment's Box bounds and ``[-1, 1]``."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+        super().__init__()
+        low = np.asarray(low, dtype=np.float32).reshape(-1)
+        high = np.asarray(high, dtype=np.float32).reshape(-1)
+        if not (np.isfinite(low).all() and np.isfinite(high).all()):
+            raise ValueError("the action space must have finite bounds")
+        self.register_buffer("low", torch.as_tensor(low))
+        self.register_buffer("high", torch.as_tensor(high))
+
+    def normalize(self, actions: torch.Tensor) -> torch.Tensor:
+        """Environment units -> ``[-1, 1]``."""
+        return 2.0 * (actions - self.low) / (self.high - self.low) - 1.0
+
+    def denormalize(self, actions: torch.Tensor) -> torch.Tensor:
+        """``[-1, 1]`` -> environment units."""
+        return self.low + (actions + 1.0) * 0.5 * (self.high - self.low)
+
+
+class DeterministicActor(nn.Module):
+    """``a = tanh(MLP(s))`` in ``[-1, 1]`` (OSRL's BC actor)."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden_sizes: Sequence[int] = (256, 256)):
+        super().__init__()
+        self.net = mlp(obs_dim, act_dim, hidden_sizes, output_activation="tanh")
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs)
+
+
+class GaussianActor(nn.Module):
+    """A diagonal Gaussian over ``[-1, 1]``-scaled actions with a tanh-bounded mean.
+
+    The log standard deviation is state dependent and clamped to ``[log_std_min, log_std_max]``.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        hidden_sizes: Sequence[int] = (256, 256),
+        log_std_min: float = -5.0,
+        log_std_max: float = 2.0,
+    ) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, 2 * act_dim, hidden_sizes)
+        self.log_std_min = log_std_min
+        self.log_std_max = log_std_max
+
+    def distribution(self, obs: torch.Tensor) -> torch.distributions.Normal:
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = log_std.clamp(self.log_std_min, self.log_std_max)
+        return torch.distributions.Normal(torch.tanh(mean), log_std.exp())
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.distribution(obs).mean
