@@ -150,7 +150,7 @@ def ensure_metadrive_offline_assets() -> Path:
     """
     from metadrive.version import VERSION
 
-    assets = Path(importlib.import_module("metadrive").__file__).parent / "assets"
+    assets = _metadrive_assets()
     version_file = assets / "version.txt"
     texture = assets / "textures" / "grass1" / "GroundGrassGreen002_COL_1K.jpg"
     if version_file.exists() and texture.exists():
@@ -175,7 +175,11 @@ def ensure_metadrive_offline_assets() -> Path:
     return assets
 
 
+def _metadrive_assets() -> Path:
+    return Path(str(importlib.import_module("metadrive").__file__)).parent / "assets"
+
+
 def metadrive_has_real_assets() -> bool:
     """Whether MetaDrive's full asset set (needed for rendering) is installed."""
-    assets = Path(importlib.import_module("metadrive").__file__).parent / "assets"
+    assets = _metadrive_assets()
     return (assets / "version.txt").exists() and not (assets / "SAFE_AGENTS_STUB").exists()

@@ -165,7 +165,8 @@ class OfflineDataset:
         unknown = sorted(set(arrays) - set(FIELDS))
         if unknown:
             raise DatasetError(f"unknown field(s) {unknown}; expected the DSRL names {FIELDS}")
-        return cls.from_arrays(**{name: arrays.get(name) for name in FIELDS}, metadata=metadata)
+        values: dict[str, Any] = {name: arrays.get(name) for name in FIELDS}
+        return cls.from_arrays(**values, metadata=metadata)
 
     @classmethod
     def from_episodes(

@@ -31,7 +31,7 @@ def as_callable(policy: Policy, deterministic: bool = True) -> Callable[[np.ndar
 
 
 def _clip(action: Any, space: gym.Space) -> np.ndarray:
-    action = np.asarray(action, dtype=np.float32).reshape(space.shape)
+    action = np.asarray(action, dtype=np.float32).reshape(space.shape or ())
     if isinstance(space, gym.spaces.Box):
         action = np.clip(action, space.low, space.high)
     return action

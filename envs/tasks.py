@@ -133,7 +133,10 @@ def _registry() -> dict[str, TaskSpec]:
         env_name="ToyReachAvoid",
         max_episode_steps=100,
         cost_limit=TOY_COST_LIMIT,
-        **TOY_REFERENCE,
+        reward_min=TOY_REFERENCE["reward_min"],
+        reward_max=TOY_REFERENCE["reward_max"],
+        cost_min=TOY_REFERENCE["cost_min"],
+        cost_max=TOY_REFERENCE["cost_max"],
     )
     return tasks
 

@@ -57,7 +57,7 @@ class ToyReachAvoidEnv(gym.Env):
         info = {"cost": cost, "at_goal": distance <= GOAL_RADIUS}
         return self._position.astype(np.float32), reward, False, False, info
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
         """A 128x128 RGB picture: hazard red, goal green, agent black."""
         if self.render_mode != "rgb_array":
             return None
@@ -107,7 +107,7 @@ def scripted_policy(
             tangent = np.array([-away[1], away[0]])
             if np.dot(tangent, to_goal) < 0:
                 tangent = -tangent
-            push = max(0.0, avoid_radius - distance) / max(avoid_radius, 1e-8)
+            push = max(0.0, avoid_radius - float(distance)) / max(avoid_radius, 1e-8)
             heading = _unit(_unit(tangent) + 2.0 * push * _unit(away) + 0.3 * heading)
         action = heading + noise * rng.standard_normal(2)
         return np.clip(action, -1.0, 1.0).astype(np.float32)

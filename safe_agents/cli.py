@@ -41,6 +41,14 @@ def _format_report(report: dict[str, Any]) -> str:
     return "  ".join(parts)
 
 
+class _RandomPolicy:
+    def __init__(self, space: Any) -> None:
+        self.space = space
+
+    def __call__(self, obs: Any) -> Any:
+        return self.space.sample()
+
+
 def cmd_demo(args: argparse.Namespace) -> None:
     """Load the shipped toy dataset, train BC-All and BC-Safe on it, roll out in every simulator."""
     import envs
@@ -70,9 +78,7 @@ def cmd_demo(args: argparse.Namespace) -> None:
         env = envs.make(task_id, max_episode_steps=length)
         env.action_space.seed(args.seed)
         start = time.perf_counter()
-        report = envs.evaluate(
-            lambda obs, space=env.action_space: space.sample(), env, args.episodes, args.seed
-        )
+        report = envs.evaluate(_RandomPolicy(env.action_space), env, args.episodes, args.seed)
         env.close()
         seconds = time.perf_counter() - start
         print(f"  {task_id:40s} {_format_report(report)}  ({seconds:.1f} s)")

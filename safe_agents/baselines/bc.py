@@ -92,10 +92,14 @@ class BCAll(BaseAgent):
 
     name = "bc_all"
     config_class = BCConfig
+    config: BCConfig
+    actor: DeterministicActor | GaussianActor
 
     def _build(self) -> None:
-        actor_class = GaussianActor if self.config.actor == "gaussian" else DeterministicActor
-        self.actor: nn.Module = actor_class(self.obs_dim, self.act_dim, self.config.hidden_sizes)
+        if self.config.actor == "gaussian":
+            self.actor = GaussianActor(self.obs_dim, self.act_dim, self.config.hidden_sizes)
+        else:
+            self.actor = DeterministicActor(self.obs_dim, self.act_dim, self.config.hidden_sizes)
         self.optimizers = {
             "actor": torch.optim.Adam(self.actor.parameters(), lr=self.config.learning_rate)
         }
@@ -103,7 +107,7 @@ class BCAll(BaseAgent):
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
         obs = self.obs_scaler(batch.obs)
         actions = self.action_scaler.normalize(batch.actions)
-        if self.config.actor == "gaussian":
+        if isinstance(self.actor, GaussianActor):
             loss = gaussian_bc_loss(self.actor.distribution(obs), actions)
         else:
             loss = mse_bc_loss(self.actor(obs), actions)
@@ -114,7 +118,7 @@ class BCAll(BaseAgent):
         return {"actor_loss": loss.item()}
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        if self.config.actor == "deterministic" or deterministic:
+        if isinstance(self.actor, DeterministicActor) or deterministic:
             return self.actor(obs)
         distribution = self.actor.distribution(obs)
         noise = torch.randn(
@@ -131,6 +135,7 @@ class BCSafe(BCAll):
 
     name = "bc_safe"
     config_class = BCSafeConfig
+    config: BCSafeConfig
 
     def _prepare_dataset(self, dataset: Any) -> Any:
         limit = self.config.cost_limit

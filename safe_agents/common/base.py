@@ -79,12 +79,10 @@ class BaseAgent:
             action_space = action_space or env.action_space
         if observation_space is None or action_space is None:
             raise ValueError("give an env, or both observation_space and action_space")
-        _check_box("observation_space", observation_space)
-        _check_box("action_space", action_space)
-        self.observation_space = observation_space
-        self.action_space = action_space
-        self.obs_dim = int(np.prod(observation_space.shape))
-        self.act_dim = int(np.prod(action_space.shape))
+        self.observation_space: gym.spaces.Box = _check_box("observation_space", observation_space)
+        self.action_space: gym.spaces.Box = _check_box("action_space", action_space)
+        self.obs_dim = int(self.observation_space.shape[0])
+        self.act_dim = int(self.action_space.shape[0])
         self.config = self.config_class.from_kwargs(**hyperparameters)
         self.seed = int(seed) if seed is not None else new_seed()
         self.device = get_device(device)
@@ -97,7 +95,7 @@ class BaseAgent:
         self.train_generator = make_generator(self.seed, self.device)
         self.act_generator = make_generator(self.seed + 1, self.device)
         self.obs_scaler = ObservationScaler(self.obs_dim, self.config.normalize_observations)
-        self.action_scaler = ActionScaler(action_space.low, action_space.high)
+        self.action_scaler = ActionScaler(self.action_space.low, self.action_space.high)
         self._build()
         for module in self._all_modules().values():
             module.to(self.device)
@@ -168,7 +166,8 @@ class BaseAgent:
         sampler = TransitionSampler(dataset, self.device, self.train_generator)
         if log_dir is not None:
             self.logger = Logger(log_dir)
-        callbacks = [as_callback(callback)] if callback is not None else []
+        given = as_callback(callback)
+        callbacks: list[BaseCallback] = [given] if given is not None else []
         if progress_bar:
             callbacks.append(ProgressBarCallback())
         for item in callbacks:
@@ -225,10 +224,9 @@ class BaseAgent:
         obs, single = self._check_observation(observation)
         with torch.no_grad():
             tensor = torch.as_tensor(obs, device=self.device)
-            actions = self._act(self.obs_scaler(tensor), deterministic).clamp(-1.0, 1.0)
-            actions = self.action_scaler.denormalize(actions).cpu().numpy()
-        actions = np.clip(actions, self.action_space.low, self.action_space.high)
-        actions = actions.astype(np.float32)
+            scaled = self._act(self.obs_scaler(tensor), deterministic).clamp(-1.0, 1.0)
+            raw = self.action_scaler.denormalize(scaled).cpu().numpy()
+        actions = np.clip(raw, self.action_space.low, self.action_space.high).astype(np.float32)
         return (actions[0].reshape(self.action_space.shape) if single else actions), state
 
     def save(self, path: str | Path) -> Path:
@@ -341,7 +339,7 @@ class BaseAgent:
 
     def _check_observation(self, observation: Any) -> tuple[np.ndarray, bool]:
         obs = np.asarray(observation, dtype=np.float32)
-        shape = self.observation_space.shape
+        shape = tuple(self.observation_space.shape)
         if obs.shape == shape:
             obs, single = obs.reshape(1, self.obs_dim), True
         elif obs.ndim == len(shape) + 1 and obs.shape[1:] == shape:
@@ -359,6 +357,7 @@ class BaseAgent:
         return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
 
 
-def _check_box(name: str, space: gym.Space) -> None:
+def _check_box(name: str, space: gym.Space) -> gym.spaces.Box:
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
         raise ValueError(f"{name} must be a flat gymnasium.spaces.Box, got {space}")
+    return space

@@ -20,12 +20,19 @@ class BaseCallback:
     """
 
     def __init__(self) -> None:
-        self.agent: BaseAgent | None = None
+        self._agent: BaseAgent | None = None
         self.n_calls = 0
         self.num_steps = 0
+        self.metrics: dict[str, float] = {}
+
+    @property
+    def agent(self) -> BaseAgent:
+        if self._agent is None:
+            raise RuntimeError("the callback is not attached to an agent (init_callback)")
+        return self._agent
 
     def init_callback(self, agent: BaseAgent) -> None:
-        self.agent = agent
+        self._agent = agent
 
     def on_training_start(self, n_steps: int) -> None:
         self._on_training_start(n_steps)

@@ -116,15 +116,16 @@ class Logger:
         if self.log_dir is not None:
             self.log_dir.mkdir(parents=True, exist_ok=True)
         self.writers: list[Writer] = []
+        folder = self.log_dir if self.log_dir is not None else Path(".")
         for name in formats:
             if name == "stdout":
                 self.writers.append(StdoutWriter())
             elif name == "csv":
-                self.writers.append(CSVWriter(self.log_dir / "progress.csv"))
+                self.writers.append(CSVWriter(folder / "progress.csv"))
             elif name == "jsonl":
-                self.writers.append(JSONLWriter(self.log_dir / "progress.jsonl"))
+                self.writers.append(JSONLWriter(folder / "progress.jsonl"))
             else:
-                self.writers.append(TensorboardWriter(self.log_dir))
+                self.writers.append(TensorboardWriter(folder))
         self._sums: dict[str, float] = {}
         self._counts: dict[str, int] = {}
         self.history: list[dict[str, float]] = []

@@ -49,6 +49,9 @@ def mlp(
 class ObservationScaler(nn.Module):
     """Standardizes observations with dataset statistics (identity until :meth:`fit`)."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, dim: int, enabled: bool = True, eps: float = 1e-3) -> None:
         super().__init__()
         self.enabled = enabled
@@ -69,6 +72,9 @@ class ObservationScaler(nn.Module):
 
 class ActionScaler(nn.Module):
     """Maps actions between the environment's Box bounds and ``[-1, 1]``."""
+
+    low: torch.Tensor
+    high: torch.Tensor
 
     def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
         super().__init__()
