@@ -18,7 +18,7 @@ from envs.datasets import (
 from envs.evaluation import collect_episodes, evaluate
 from envs.metrics import Normalizer
 from envs.tasks import TaskSpec, UnknownTaskError, get_task, list_tasks
-from envs.wrappers import NormalizedMetrics, StripCost, find_wrapper
+from envs.wrappers import NormalizedMetrics, SafetyFilter, StripCost, find_wrapper
 
 __all__ = [
     "CostAdapter",
@@ -26,6 +26,7 @@ __all__ = [
     "NormalizedMetrics",
     "Normalizer",
     "OfflineDataset",
+    "SafetyFilter",
     "StripCost",
     "TaskSpec",
     "UnknownTaskError",

@@ -1,4 +1,4 @@
-"""Wrappers: normalized episode metrics and cost stripping.
+"""Wrappers: normalized episode metrics, cost stripping and the safety filter.
 
 Both keep the Gymnasium API unchanged, so they stack with any other wrapper and pass
 ``gymnasium.utils.env_checker.check_env``.
@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
+import torch
 
 from envs.adapters import find_task_spec
 from envs.metrics import Normalizer
@@ -154,3 +156,99 @@ def resolve_normalizer(
     if reward_range is None or cost_limit is None:
         return None
     return Normalizer(float(reward_range[0]), float(reward_range[1]), float(cost_limit))
+
+
+class SafetyFilter(gym.Wrapper):
+    """Executes the safest of several candidate actions (a shield for any policy).
+
+    On each step the policy's proposed action is scored together with ``n - 1`` alternatives:
+    Gaussian perturbations of it (``noise_scale`` times the action range), or actions from a
+    given sampler (e.g. FISOR's diffusion policy). If the proposed action's score is within
+    ``threshold`` it is executed unchanged; otherwise the candidate with the lowest score is.
+    ``info["safety_filter"]`` records ``replaced``, ``proposed_score`` and ``chosen_score``.
+
+    Args:
+        env: the environment.
+        candidates: None (perturb the proposed action) or ``sampler(obs, n) -> (n, act_dim)``,
+            e.g. ``agent.candidate_actions``.
+        score: ``score(obs, actions (n, act_dim)) -> (n,)``, lower is safer, e.g.
+            ``agent.action_cost`` (FISOR's ``Q_h``: feasible when ``<= 0``).
+        n: candidates per step, the proposed action included.
+        threshold: proposed actions scoring at most this are kept.
+        noise_scale: standard deviation of the perturbations, as a fraction of the action range.
+        seed: seeds the perturbations.
+    """
+
+    def __init__(
+        self,
+        env: gym.Env,
+        candidates: Any = None,
+        score: Any = None,
+        n: int = 16,
+        threshold: float = 0.0,
+        noise_scale: float = 0.3,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__(env)
+        if score is None or not callable(score):
+            raise ValueError(
+                "SafetyFilter needs score(obs, actions) -> scores, e.g. agent.action_cost"
+            )
+        if candidates is not None and not callable(candidates):
+            raise ValueError("candidates must be None or a callable sampler(obs, n)")
+        if n < 2:
+            raise ValueError(f"n must be >= 2 (the proposed action and an alternative), got {n}")
+        if not isinstance(env.action_space, gym.spaces.Box):
+            raise ValueError("SafetyFilter needs a Box action space")
+        self.sampler = candidates
+        self.score = score
+        self.n = n
+        self.threshold = threshold
+        self.noise_scale = noise_scale
+        self.rng = np.random.default_rng(seed)
+        self.interventions = 0
+        self._obs: Any = None
+
+    def reset(self, **kwargs):
+        obs, info = self.env.reset(**kwargs)
+        self._obs = obs
+        return obs, info
+
+    def _candidates(self, proposed: np.ndarray) -> np.ndarray:
+        space = self.env.action_space
+        if self.sampler is not None:
+            others = np.asarray(self.sampler(self._obs, self.n - 1), dtype=np.float32)
+        else:
+            spread = self.noise_scale * (space.high - space.low)
+            noise = self.rng.normal(size=(self.n - 1, *proposed.shape)) * spread
+            others = (proposed + noise).astype(np.float32)
+        others = others.reshape(self.n - 1, *proposed.shape)
+        return np.clip(np.concatenate([proposed[None], others]), space.low, space.high)  # (n, A)
+
+    def step(self, action):
+        from safe_agents.common.candidates import select_candidates
+
+        space = self.env.action_space
+        proposed = np.clip(
+            np.asarray(action, dtype=np.float32).reshape(space.shape), space.low, space.high
+        )
+        candidates = self._candidates(proposed)
+        scores = np.asarray(self.score(self._obs, candidates), dtype=np.float32).reshape(self.n)
+        if scores[0] <= self.threshold:
+            index = 0
+        else:
+            _, chosen = select_candidates(
+                torch.as_tensor(candidates[None]), torch.as_tensor(scores[None])
+            )
+            index = int(chosen[0])
+        replaced = index != 0
+        self.interventions += int(replaced)
+        obs, reward, terminated, truncated, info = self.env.step(candidates[index])
+        self._obs = obs
+        info = dict(info)
+        info["safety_filter"] = {
+            "replaced": replaced,
+            "proposed_score": float(scores[0]),
+            "chosen_score": float(scores[index]),
+        }
+        return obs, reward, terminated, truncated, info

@@ -17,6 +17,7 @@ from safe_agents.common import (  # noqa: E402
     list_agents,
     make_agent,
 )
+from safe_agents.fisor import FISOR  # noqa: E402
 
 
 def load_agent(path, device: str = "auto") -> BaseAgent:
@@ -28,6 +29,7 @@ __all__ = [
     "AgentLoadError",
     "BCAll",
     "BCSafe",
+    "FISOR",
     "BaseAgent",
     "BaseCallback",
     "CheckpointCallback",

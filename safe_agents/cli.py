@@ -1,4 +1,4 @@
-"""The ``safe-agents`` command line: ``demo``, ``train``, ``evaluate``, ``info``.
+"""The ``safe-agents`` command line: demo, train, evaluate, plot-feasibility, info.
 
 This module is the application at the top of the import chain, so unlike the algorithm modules
 it imports ``envs`` (tasks, datasets, evaluation). User mistakes (unknown task or algorithm, a
@@ -174,6 +174,20 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"safe episodes (normalized cost <= 1): {safe}/{args.episodes}")
 
 
+def cmd_plot_feasibility(args: argparse.Namespace) -> None:
+    """Draw a saved agent's feasibility value over the toy task's plane, with rollouts."""
+    from envs.plots import plot_feasibility
+    from safe_agents import load_agent
+
+    agent = load_agent(args.path)
+    if not hasattr(agent, "feasibility_value"):
+        raise UserError(f"{agent.name} has no feasibility value to draw (FISOR has one)")
+    if agent.obs_dim != 2:
+        raise UserError("plot-feasibility draws the 2-D OfflineToyReachAvoid-v0 plane only")
+    path = plot_feasibility(agent.feasibility_value, args.out, agent, args.rollouts, args.seed)
+    print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``safe-agents`` command."""
     parser = argparse.ArgumentParser(
@@ -227,6 +241,17 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
     evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    plot = commands.add_parser(
+        "plot-feasibility",
+        help="draw an agent's feasible region on the toy task",
+        description=cmd_plot_feasibility.__doc__,
+    )
+    plot.add_argument("path", help="a saved agent with a feasibility value (FISOR)")
+    plot.add_argument("--out", default="feasibility.png", help="PNG to write")
+    plot.add_argument("--rollouts", type=int, default=4, help="episodes drawn")
+    plot.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    plot.set_defaults(handler=cmd_plot_feasibility)
 
     info = commands.add_parser(
         "info", help="list tasks, agents and datasets", description=cmd_info.__doc__

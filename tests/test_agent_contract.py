@@ -24,6 +24,14 @@ STEPS = 40
 FAST_HYPERPARAMETERS: dict[str, dict] = {
     "bc_all": {"batch_size": 64, "hidden_sizes": (64, 64)},
     "bc_safe": {"batch_size": 64, "hidden_sizes": (64, 64)},
+    "fisor": {
+        "batch_size": 64,
+        "actor_batch_size": 64,
+        "critic_hidden_sizes": (32, 32),
+        "actor_width": 32,
+        "actor_blocks": 1,
+        "n_candidates": 4,
+    },
 }
 
 

@@ -101,7 +101,9 @@ class BCAll(BaseAgent):
         else:
             self.actor = DeterministicActor(self.obs_dim, self.act_dim, self.config.hidden_sizes)
         self.optimizers = {
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=self.config.learning_rate)
+            "actor": torch.optim.Adam(
+                self.actor.parameters(), lr=self.config.learning_rate, foreach=True
+            )
         }
 
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:

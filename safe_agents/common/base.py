@@ -87,6 +87,7 @@ class BaseAgent:
         self.seed = int(seed) if seed is not None else new_seed()
         self.device = get_device(device)
         self.num_steps = 0
+        self.total_steps = 0
         self.logger = Logger()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # Global seeding makes the network initialisation of _build reproducible; afterwards
@@ -162,8 +163,11 @@ class BaseAgent:
         dataset = self._prepare_dataset(dataset)
         if self.num_steps == 0:
             self.obs_scaler.fit(dataset.observations)
+        self.total_steps = total
+        # Algorithms that draw more than one minibatch per step (e.g. a separate actor batch)
+        # use self.sampler; it shares the agent's generator, so the data order stays seeded.
+        self.sampler = TransitionSampler(dataset, self.device, self.train_generator)
         self._setup_training(dataset)
-        sampler = TransitionSampler(dataset, self.device, self.train_generator)
         if log_dir is not None:
             self.logger = Logger(log_dir)
         given = as_callback(callback)
@@ -178,7 +182,7 @@ class BaseAgent:
         interval_start, interval_steps = time.perf_counter(), 0
         try:
             while self.num_steps < total:
-                metrics = self._train_step(sampler.sample(self.config.batch_size))
+                metrics = self._train_step(self.sampler.sample(self.config.batch_size))
                 self.num_steps += 1
                 interval_steps += 1
                 for key, value in metrics.items():
@@ -240,6 +244,8 @@ class BaseAgent:
             "num_steps": torch.tensor(self.num_steps),
             "train_generator": self.train_generator.get_state(),
             "act_generator": self.act_generator.get_state(),
+            # Dropout draws from torch's global generator: saved so a resumed run matches.
+            "torch_rng_state": torch.get_rng_state(),
             "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
         }
         config = {
@@ -255,7 +261,9 @@ class BaseAgent:
     def load(cls, path: str | Path, device: str | torch.device = "auto") -> BaseAgent:
         """Rebuild an agent from a file written by :meth:`save`; never executes code from it.
 
-        Called on ``BaseAgent`` it rebuilds whichever algorithm the file holds.
+        Called on ``BaseAgent`` it rebuilds whichever algorithm the file holds. The file's
+        generator states are restored, torch's global generator included (dropout draws from
+        it), so ``load(checkpoint).learn_offline(...)`` continues exactly as the saved run would.
 
         Raises:
             serialization.AgentLoadError: not a saved agent, a truncated or tampered file, or
@@ -328,6 +336,7 @@ class BaseAgent:
             self.num_steps = int(training["num_steps"])
             self.train_generator.set_state(training["train_generator"])
             self.act_generator.set_state(training["act_generator"])
+            torch.set_rng_state(training["torch_rng_state"])
             if set(training["optimizers"]) != set(self.optimizers):
                 raise KeyError(f"optimizers {sorted(training['optimizers'])}")
             for name, optimizer in self.optimizers.items():

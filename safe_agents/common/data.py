@@ -45,6 +45,7 @@ class TransitionBatch(NamedTuple):
     costs: torch.Tensor
     next_obs: torch.Tensor
     terminals: torch.Tensor
+    timeouts: torch.Tensor
 
 
 class TransitionSampler:
@@ -67,6 +68,7 @@ class TransitionSampler:
         self.costs = tensor(costs)
         self.next_obs = tensor(dataset.next_observations)
         self.terminals = tensor(dataset.terminals)
+        self.timeouts = tensor(dataset.timeouts)
         self.generator = generator
         self.size = len(self.obs)
 
@@ -81,4 +83,5 @@ class TransitionSampler:
             costs=self.costs[index],
             next_obs=self.next_obs[index],
             terminals=self.terminals[index],
+            timeouts=self.timeouts[index],
         )

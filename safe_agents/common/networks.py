@@ -131,3 +131,72 @@ class GaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.distribution(obs).mean
+
+
+class FourierTimeFeatures(nn.Module):
+    """Learnable Fourier features of the diffusion timestep (IDQL / FISOR's time embedding)."""
+
+    def __init__(self, dim: int = 16, scale: float = 1.0) -> None:
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"time feature dim must be even, got {dim}")
+        self.weight = nn.Parameter(torch.randn(1, dim // 2) * scale)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        projected = 2 * np.pi * t.float().reshape(-1, 1) @ self.weight  # (B, dim / 2)
+        return torch.cat([projected.cos(), projected.sin()], dim=-1)
+
+
+class ResidualBlock(nn.Module):
+    """``x + MLP(LayerNorm(dropout(x)))``, hidden layer ``expansion`` times wider (IDQL: 4)."""
+
+    def __init__(self, width: int, dropout: float = 0.1, expansion: int = 4) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.LayerNorm(width),
+            nn.Linear(width, expansion * width),
+            nn.Mish(),
+            nn.Linear(expansion * width, width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.net(x)
+
+
+class NoisePredictionNet(nn.Module):
+    """Predicts the noise in a noised action, given the observation and the timestep.
+
+    ``eps(a_t, t | s)``: the timestep goes through learnable Fourier features and a small MLP,
+    is concatenated with ``s`` and ``a_t``, then residual blocks with layer norm and dropout
+    (FISOR: 3 blocks of width 256 with 4x hidden layers, dropout 0.1).
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        width: int = 256,
+        n_blocks: int = 3,
+        dropout: float = 0.1,
+        time_dim: int = 16,
+        expansion: int = 4,
+    ) -> None:
+        super().__init__()
+        self.time_embedding = nn.Sequential(
+            FourierTimeFeatures(time_dim),
+            nn.Linear(time_dim, 2 * time_dim),
+            nn.Mish(),
+            nn.Linear(2 * time_dim, time_dim),
+        )
+        self.input = nn.Linear(obs_dim + act_dim + time_dim, width)
+        self.blocks = nn.Sequential(
+            *[ResidualBlock(width, dropout, expansion) for _ in range(n_blocks)]
+        )
+        self.output = nn.Sequential(nn.Mish(), nn.Linear(width, act_dim))
+
+    def forward(
+        self, noisy_actions: torch.Tensor, t: torch.Tensor, obs: torch.Tensor
+    ) -> torch.Tensor:
+        features = torch.cat([obs, noisy_actions, self.time_embedding(t)], dim=-1)
+        return self.output(self.blocks(self.input(features)))

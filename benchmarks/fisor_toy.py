@@ -1,0 +1,156 @@
+"""FISOR against BC-All and BC-Safe on OfflineToyReachAvoid-v0, and the SafetyFilter's effect.
+
+Same dataset, same evaluation seeds for every agent; 3 training seeds x 10 evaluation episodes.
+FISOR uses the reduced CPU budget of ``REDUCED_FISOR`` (the paper's defaults are 1M steps with a
+4x-wide actor and batch 2048: about 3 steps/s on a 2-core CPU). Speed figures are measured in
+the same process, side by side.
+
+    python benchmarks/fisor_toy.py --out benchmarks/results/fisor_toy.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+import envs
+from safe_agents import FISOR, BCAll, BCSafe
+
+TASK = "OfflineToyReachAvoid-v0"
+# The CPU budget used here; every other hyperparameter is the paper's default.
+REDUCED_FISOR = {
+    "actor_batch_size": 256,
+    "actor_width": 64,
+    "actor_expansion": 1,
+    "critic_hidden_sizes": (64, 64),
+    "feasibility_expectile": 0.99,
+}
+FISOR_STEPS = 10_000
+BC_STEPS = 2_000
+EVAL_SEED = 1000
+
+
+def _summary(report: dict) -> dict:
+    keys = ("mean_return", "mean_cost", "mean_normalized_return", "mean_normalized_cost")
+    return {key: round(report[key], 4) for key in keys}
+
+
+def _steps_per_second(agent_class, env, data, steps: int, **kwargs) -> float:
+    agent = agent_class(env, seed=0, **kwargs)
+    agent.learn_offline(data, n_steps=5, log_interval=5)  # warm-up
+    start = time.perf_counter()
+    agent.learn_offline(data, n_steps=5 + steps, log_interval=steps)
+    return steps / (time.perf_counter() - start)
+
+
+def _latency_ms(agent, batch: int, repeats: int = 20) -> float:
+    obs = np.zeros((batch, 2), dtype=np.float32) if batch > 1 else np.zeros(2, dtype=np.float32)
+    agent.predict(obs, deterministic=True)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        agent.predict(obs, deterministic=True)
+    return 1000 * (time.perf_counter() - start) / repeats
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--ppo-steps", type=int, default=50_000)
+    parser.add_argument("--out", default="benchmarks/results/fisor_toy.json")
+    args = parser.parse_args()
+    env = envs.make(TASK)
+    data = envs.load_dataset(TASK)
+    rows: dict[str, list] = {"fisor": [], "bc_all": [], "bc_safe": [], "bc_all+filter": []}
+    fisor_agents = []
+    for seed in range(args.seeds):
+        start = time.perf_counter()
+        fisor = FISOR(env, seed=seed, **REDUCED_FISOR).learn_offline(data, n_steps=FISOR_STEPS)
+        fisor_seconds = time.perf_counter() - start
+        fisor_agents.append(fisor)
+        rows["fisor"].append(_summary(envs.evaluate(fisor, env, args.episodes, EVAL_SEED)))
+        for agent_class in (BCAll, BCSafe):
+            agent = agent_class(env, seed=seed).learn_offline(data, n_steps=BC_STEPS)
+            rows[agent_class.name].append(
+                _summary(envs.evaluate(agent, env, args.episodes, EVAL_SEED))
+            )
+            if agent_class is BCAll:
+                shielded = envs.SafetyFilter(
+                    envs.make(TASK), fisor.candidate_actions, fisor.action_cost, n=16, seed=seed
+                )
+                report = envs.evaluate(agent, shielded, args.episodes, EVAL_SEED)
+                rows["bc_all+filter"].append(
+                    {**_summary(report), "interventions": shielded.interventions}
+                )
+        print(
+            f"seed {seed}: FISOR trained in {fisor_seconds:.0f} s",
+            {k: v[-1] for k, v in rows.items()},
+            flush=True,
+        )
+    table = {
+        name: {
+            key: [
+                float(np.mean([row[key] for row in values])),
+                float(np.std([row[key] for row in values])),
+            ]
+            for key in values[0]
+        }
+        for name, values in rows.items()
+    }
+    # An online SB3 PPO agent trained without any cost signal, shielded by FISOR's critic.
+    from stable_baselines3 import PPO
+
+    start = time.perf_counter()
+    ppo = PPO("MlpPolicy", envs.make(TASK), seed=0, device="cpu", verbose=0)
+    ppo.learn(args.ppo_steps)
+    ppo_seconds = time.perf_counter() - start
+    shielded = envs.SafetyFilter(
+        envs.make(TASK),
+        fisor_agents[0].candidate_actions,
+        fisor_agents[0].action_cost,
+        n=16,
+        seed=0,
+    )
+    ppo_rows = {
+        "ppo": _summary(envs.evaluate(ppo, env, args.episodes, EVAL_SEED)),
+        "ppo+filter": {
+            **_summary(envs.evaluate(ppo, shielded, args.episodes, EVAL_SEED)),
+            "interventions": shielded.interventions,
+        },
+        "ppo_train_seconds": round(ppo_seconds, 1),
+        "ppo_steps": args.ppo_steps,
+    }
+    speed = {
+        "fisor_reduced_steps_per_s": _steps_per_second(FISOR, env, data, 200, **REDUCED_FISOR),
+        "fisor_paper_default_steps_per_s": _steps_per_second(FISOR, env, data, 20),
+        "bc_all_steps_per_s": _steps_per_second(BCAll, env, data, 500),
+        "fisor_predict_ms_1": _latency_ms(fisor_agents[0], 1),
+        "fisor_predict_ms_256": _latency_ms(fisor_agents[0], 256),
+        "fisor_paper_default_predict_ms_1": _latency_ms(FISOR(env, seed=0), 1),
+        "fisor_paper_default_predict_ms_256": _latency_ms(FISOR(env, seed=0), 256),
+    }
+    result = {
+        "task": TASK,
+        "seeds": args.seeds,
+        "episodes": args.episodes,
+        "fisor_config": REDUCED_FISOR,
+        "fisor_steps": FISOR_STEPS,
+        "bc_steps": BC_STEPS,
+        "per_seed": rows,
+        "mean_std_over_seeds": table,
+        "ppo": ppo_rows,
+        "speed": speed,
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    fisor_agents[0].save(out.with_suffix(".fisor_seed0.zip"))
+    print(json.dumps({"mean_std_over_seeds": table, "ppo": ppo_rows, "speed": speed}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

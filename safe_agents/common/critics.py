@@ -1,0 +1,106 @@
+"""Critic pieces shared by the algorithms: ensembles, expectile losses, HJ reachability, targets.
+
+Pure functions (losses, targets) take tensors and return tensors; modules hold parameters only.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from safe_agents.common.networks import mlp
+
+
+class QEnsemble(nn.Module):
+    """``n`` independent Q networks ``Q_i(s, a)``; ``forward`` returns ``(n, B)``."""
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        n: int = 2,
+        hidden_sizes: Sequence[int] = (256, 256),
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        if n < 1:
+            raise ValueError(f"an ensemble needs n >= 1 members, got {n}")
+        self.members = nn.ModuleList(
+            mlp(obs_dim + act_dim, 1, hidden_sizes, layer_norm=layer_norm) for _ in range(n)
+        )
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        inputs = torch.cat([obs, actions], dim=-1)
+        return torch.stack([member(inputs).squeeze(-1) for member in self.members])  # (n, B)
+
+
+class ValueNet(nn.Module):
+    """``V(s)``; ``forward`` returns ``(B,)``."""
+
+    def __init__(self, obs_dim: int, hidden_sizes: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        self.net = mlp(obs_dim, 1, hidden_sizes)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.net(obs).squeeze(-1)
+
+
+def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """IQL's asymmetric L2: ``|tau - 1(diff < 0)| diff^2`` with ``diff = Q - V``.
+
+    With ``tau > 0.5`` positive differences weigh more, so ``V`` tracks an upper expectile of
+    ``Q`` over in-data actions (toward the maximum as ``tau -> 1``).
+    """
+    weight = torch.where(diff > 0, expectile, 1.0 - expectile)
+    return (weight * diff**2).mean()
+
+
+def reversed_expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
+    """FISOR's reversed expectile: ``|tau - 1(diff > 0)| diff^2`` with ``diff = Q - V``.
+
+    Negative differences (``Q < V``) get weight ``tau``, so ``V`` tracks a lower expectile of
+    ``Q``, toward the minimum over in-data actions: the best achievable feasibility.
+    """
+    weight = torch.where(diff < 0, expectile, 1.0 - expectile)
+    return (weight * diff**2).mean()
+
+
+def reachability_target(
+    constraint: torch.Tensor, next_value: torch.Tensor, done: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """The discounted Hamilton-Jacobi reachability backup of FISOR (Eq. 6).
+
+    ``(1 - gamma) h + gamma max(h, V_h(s'))`` for continuing transitions and ``h`` at episode
+    ends, where ``h > 0`` marks a constraint violation.
+    """
+    backup = (1.0 - gamma) * constraint + gamma * torch.maximum(constraint, next_value)
+    return torch.where(done > 0, constraint, backup)
+
+
+def td_target(
+    rewards: torch.Tensor, next_value: torch.Tensor, done: torch.Tensor, gamma: float
+) -> torch.Tensor:
+    """``r + gamma (1 - done) V(s')``."""
+    return rewards + gamma * (1.0 - done) * next_value
+
+
+def make_target(network: nn.Module) -> nn.Module:
+    """A frozen copy of ``network`` for bootstrapped targets."""
+    target = copy.deepcopy(network)
+    target.requires_grad_(False)
+    return target
+
+
+@torch.no_grad()
+def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """Polyak averaging: ``target <- (1 - tau) target + tau source`` (parameters and buffers)."""
+    target_params = list(target.parameters())
+    source_params = list(source.parameters())
+    if len(target_params) != len(source_params):
+        raise ValueError("target and source networks differ in structure")
+    torch._foreach_lerp_(target_params, source_params, tau)  # one fused call, not one per tensor
+    for target_buffer, buffer in zip(target.buffers(), source.buffers(), strict=True):
+        target_buffer.copy_(buffer)
