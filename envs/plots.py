@@ -45,8 +45,12 @@ def plot_feasibility(
     figure.colorbar(image, ax=ax, label="V_h (> 0: infeasible)")
     if values.min() <= 0.0 <= values.max():
         ax.contour(xs, ys, values, levels=[0.0], colors="black", linewidths=1.5)
-    ax.add_patch(plt.Circle(HAZARD, HAZARD_RADIUS, fill=False, color="red", lw=2, label="hazard"))
-    ax.add_patch(plt.Circle(GOAL, GOAL_RADIUS, fill=False, color="green", lw=2, label="goal"))
+    ax.add_patch(
+        plt.Circle(tuple(HAZARD), HAZARD_RADIUS, fill=False, color="red", lw=2, label="hazard")
+    )
+    ax.add_patch(
+        plt.Circle(tuple(GOAL), GOAL_RADIUS, fill=False, color="green", lw=2, label="goal")
+    )
     if policy is not None and n_rollouts > 0:
         from envs.adapters import make
         from envs.evaluation import as_callable

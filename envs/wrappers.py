@@ -200,6 +200,7 @@ class SafetyFilter(gym.Wrapper):
             raise ValueError(f"n must be >= 2 (the proposed action and an alternative), got {n}")
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError("SafetyFilter needs a Box action space")
+        self.box: gym.spaces.Box = env.action_space
         self.sampler = candidates
         self.score = score
         self.n = n
@@ -215,7 +216,7 @@ class SafetyFilter(gym.Wrapper):
         return obs, info
 
     def _candidates(self, proposed: np.ndarray) -> np.ndarray:
-        space = self.env.action_space
+        space = self.box
         if self.sampler is not None:
             others = np.asarray(self.sampler(self._obs, self.n - 1), dtype=np.float32)
         else:
@@ -228,7 +229,7 @@ class SafetyFilter(gym.Wrapper):
     def step(self, action):
         from safe_agents.common.candidates import select_candidates
 
-        space = self.env.action_space
+        space = self.box
         proposed = np.clip(
             np.asarray(action, dtype=np.float32).reshape(space.shape), space.low, space.high
         )

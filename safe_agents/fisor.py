@@ -378,8 +378,8 @@ class FISOR(BaseAgent):
         """
         obs, single = self._check_observation(observation)
         actions = np.asarray(actions, dtype=np.float32)
-        if single:
-            actions = actions.reshape(1, -1, self.act_dim)
+        if single and actions.ndim == 2 and actions.shape[1] == self.act_dim:
+            actions = actions[None]  # (1, n, act_dim)
         if actions.ndim != 3 or actions.shape[0] != len(obs) or actions.shape[2] != self.act_dim:
             raise ValueError(
                 f"actions must be (n, {self.act_dim}) for one observation or (B, n, "

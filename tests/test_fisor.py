@@ -35,7 +35,8 @@ def test_policy_weights_follow_the_three_cases():
     # infeasible state: exp(5 (V_h - Q_h)) = exp(5); feasible state and action: exp(3 (2 - 1));
     # feasible state, infeasible action: 0; infeasible state, clipped at 150.
     torch.testing.assert_close(
-        weights, torch.tensor([np.exp(5.0), np.exp(3.0), 0.0, min(np.exp(7.5), 150.0)])
+        weights,
+        torch.tensor([np.exp(5.0), np.exp(3.0), 0.0, min(np.exp(7.5), 150.0)], dtype=torch.float32),
     )
     # In an infeasible state the weight never drops below 1 (authors' clip).
     low = policy_weights(torch.tensor([9.0]), torch.tensor([1.0]), q_r[:1], v_r[:1], config)

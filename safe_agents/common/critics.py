@@ -97,8 +97,8 @@ def make_target(network: nn.Module) -> nn.Module:
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: ``target <- (1 - tau) target + tau source`` (parameters and buffers)."""
-    target_params = list(target.parameters())
-    source_params = list(source.parameters())
+    target_params: list[torch.Tensor] = list(target.parameters())
+    source_params: list[torch.Tensor] = list(source.parameters())
     if len(target_params) != len(source_params):
         raise ValueError("target and source networks differ in structure")
     torch._foreach_lerp_(target_params, source_params, tau)  # one fused call, not one per tensor

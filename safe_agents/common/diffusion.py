@@ -79,12 +79,12 @@ class NoiseScheduler:
         self.num_train_timesteps = num_train_timesteps
         self.sampler = sampler
         self.eta = eta
-        make = {
-            "vp": vp_beta_schedule,
-            "linear": linear_beta_schedule,
-            "cosine": cosine_beta_schedule,
-        }[beta_schedule]
-        self.betas = make(num_train_timesteps)
+        if beta_schedule == "vp":
+            self.betas = vp_beta_schedule(num_train_timesteps)
+        elif beta_schedule == "linear":
+            self.betas = linear_beta_schedule(num_train_timesteps)
+        else:
+            self.betas = cosine_beta_schedule(num_train_timesteps)
         self.alphas = 1.0 - self.betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.set_timesteps(num_train_timesteps)
