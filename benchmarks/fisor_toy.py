@@ -15,7 +15,7 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
+from bench_utils import latency_ms, mean_std_over_seeds, steps_per_second, summary
 
 import envs
 from safe_agents import FISOR, BCAll, BCSafe
@@ -34,28 +34,6 @@ BC_STEPS = 2_000
 EVAL_SEED = 1000
 
 
-def _summary(report: dict) -> dict:
-    keys = ("mean_return", "mean_cost", "mean_normalized_return", "mean_normalized_cost")
-    return {key: round(report[key], 4) for key in keys}
-
-
-def _steps_per_second(agent_class, env, data, steps: int, **kwargs) -> float:
-    agent = agent_class(env, seed=0, **kwargs)
-    agent.learn_offline(data, n_steps=5, log_interval=5)  # warm-up
-    start = time.perf_counter()
-    agent.learn_offline(data, n_steps=5 + steps, log_interval=steps)
-    return steps / (time.perf_counter() - start)
-
-
-def _latency_ms(agent, batch: int, repeats: int = 20) -> float:
-    obs = np.zeros((batch, 2), dtype=np.float32) if batch > 1 else np.zeros(2, dtype=np.float32)
-    agent.predict(obs, deterministic=True)
-    start = time.perf_counter()
-    for _ in range(repeats):
-        agent.predict(obs, deterministic=True)
-    return 1000 * (time.perf_counter() - start) / repeats
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -72,11 +50,11 @@ def main() -> None:
         fisor = FISOR(env, seed=seed, **REDUCED_FISOR).learn_offline(data, n_steps=FISOR_STEPS)
         fisor_seconds = time.perf_counter() - start
         fisor_agents.append(fisor)
-        rows["fisor"].append(_summary(envs.evaluate(fisor, env, args.episodes, EVAL_SEED)))
+        rows["fisor"].append(summary(envs.evaluate(fisor, env, args.episodes, EVAL_SEED)))
         for agent_class in (BCAll, BCSafe):
             agent = agent_class(env, seed=seed).learn_offline(data, n_steps=BC_STEPS)
             rows[agent_class.name].append(
-                _summary(envs.evaluate(agent, env, args.episodes, EVAL_SEED))
+                summary(envs.evaluate(agent, env, args.episodes, EVAL_SEED))
             )
             if agent_class is BCAll:
                 shielded = envs.SafetyFilter(
@@ -84,23 +62,14 @@ def main() -> None:
                 )
                 report = envs.evaluate(agent, shielded, args.episodes, EVAL_SEED)
                 rows["bc_all+filter"].append(
-                    {**_summary(report), "interventions": shielded.interventions}
+                    {**summary(report), "interventions": shielded.interventions}
                 )
         print(
             f"seed {seed}: FISOR trained in {fisor_seconds:.0f} s",
             {k: v[-1] for k, v in rows.items()},
             flush=True,
         )
-    table = {
-        name: {
-            key: [
-                float(np.mean([row[key] for row in values])),
-                float(np.std([row[key] for row in values])),
-            ]
-            for key in values[0]
-        }
-        for name, values in rows.items()
-    }
+    table = mean_std_over_seeds(rows)
     # An online SB3 PPO agent trained without any cost signal, shielded by FISOR's critic.
     from stable_baselines3 import PPO
 
@@ -116,22 +85,22 @@ def main() -> None:
         seed=0,
     )
     ppo_rows = {
-        "ppo": _summary(envs.evaluate(ppo, env, args.episodes, EVAL_SEED)),
+        "ppo": summary(envs.evaluate(ppo, env, args.episodes, EVAL_SEED)),
         "ppo+filter": {
-            **_summary(envs.evaluate(ppo, shielded, args.episodes, EVAL_SEED)),
+            **summary(envs.evaluate(ppo, shielded, args.episodes, EVAL_SEED)),
             "interventions": shielded.interventions,
         },
         "ppo_train_seconds": round(ppo_seconds, 1),
         "ppo_steps": args.ppo_steps,
     }
     speed = {
-        "fisor_reduced_steps_per_s": _steps_per_second(FISOR, env, data, 200, **REDUCED_FISOR),
-        "fisor_paper_default_steps_per_s": _steps_per_second(FISOR, env, data, 20),
-        "bc_all_steps_per_s": _steps_per_second(BCAll, env, data, 500),
-        "fisor_predict_ms_1": _latency_ms(fisor_agents[0], 1),
-        "fisor_predict_ms_256": _latency_ms(fisor_agents[0], 256),
-        "fisor_paper_default_predict_ms_1": _latency_ms(FISOR(env, seed=0), 1),
-        "fisor_paper_default_predict_ms_256": _latency_ms(FISOR(env, seed=0), 256),
+        "fisor_reduced_steps_per_s": steps_per_second(FISOR, env, data, 200, **REDUCED_FISOR),
+        "fisor_paper_default_steps_per_s": steps_per_second(FISOR, env, data, 20),
+        "bc_all_steps_per_s": steps_per_second(BCAll, env, data, 500),
+        "fisor_predict_ms_1": latency_ms(fisor_agents[0], 1),
+        "fisor_predict_ms_256": latency_ms(fisor_agents[0], 256),
+        "fisor_paper_default_predict_ms_1": latency_ms(FISOR(env, seed=0), 1),
+        "fisor_paper_default_predict_ms_256": latency_ms(FISOR(env, seed=0), 256),
     }
     result = {
         "task": TASK,

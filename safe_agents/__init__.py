@@ -18,6 +18,7 @@ from safe_agents.common import (  # noqa: E402
     make_agent,
 )
 from safe_agents.fisor import FISOR  # noqa: E402
+from safe_agents.spi import SPI  # noqa: E402
 
 
 def load_agent(path, device: str = "auto") -> BaseAgent:
@@ -30,6 +31,7 @@ __all__ = [
     "BCAll",
     "BCSafe",
     "FISOR",
+    "SPI",
     "BaseAgent",
     "BaseCallback",
     "CheckpointCallback",

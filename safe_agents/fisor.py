@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from safe_agents.common.base import BaseAgent
+from safe_agents.common.base import SafetyCriticAgent
 from safe_agents.common.candidates import MODES, select_candidates
 from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
 from safe_agents.common.critics import (
@@ -54,7 +54,6 @@ from safe_agents.common.critics import (
 from safe_agents.common.data import TransitionBatch
 from safe_agents.common.diffusion import SAMPLERS, SCHEDULES, NoiseScheduler
 from safe_agents.common.networks import NoisePredictionNet
-from safe_agents.common.seeding import make_generator
 
 
 @dataclass(kw_only=True)
@@ -186,11 +185,12 @@ def weighted_noise_loss(
     return (weights * ((predicted_noise - noise) ** 2).sum(dim=-1)).mean()
 
 
-class FISOR(BaseAgent):
+class FISOR(SafetyCriticAgent):
     """FISOR (Zheng et al., ICLR 2024): feasibility-guided diffusion policy for hard constraints.
 
     Besides the contract, exposes the safety critic for :class:`envs.SafetyFilter`:
-    :meth:`candidate_actions`, :meth:`action_cost` and :meth:`feasibility_value`.
+    :meth:`candidate_actions`, :meth:`action_cost` (``max Q_h``, feasible when ``<= 0``) and
+    :meth:`feasibility_value` (``V_h``).
     """
 
     name = "fisor"
@@ -320,18 +320,13 @@ class FISOR(BaseAgent):
         return self.config.actor_learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------------ execution
-    def _sample(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
+    def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
         """``(B, n, act_dim)`` candidate actions in ``[-1, 1]`` for standardized observations."""
         batch = len(obs)
         repeated = obs.repeat_interleave(n, dim=0)  # (B*n, obs_dim)
         shape = (batch * n, self.act_dim)
-        noise = None
-        if deterministic:
-            # Common random numbers: every state sees the same n noise draws.
-            generator = make_generator(self.seed, self.device)
-            steps = len(self.scheduler.timesteps) + 1
-            base = torch.randn((steps, 1, n, self.act_dim), generator=generator, device=self.device)
-            noise = base.expand(steps, batch, n, self.act_dim).reshape(steps, *shape)
+        steps = len(self.scheduler.timesteps) + 1
+        noise = self._common_noise(batch, n, steps) if deterministic else None
         self.actor_ema.eval()
         actions = self.scheduler.sample(
             lambda x, t: self.actor_ema(x, t, repeated),
@@ -352,45 +347,15 @@ class FISOR(BaseAgent):
         q_r = self.reward_q_target(repeated, flat).min(dim=0).values.reshape(batch, n)
         return q_h, q_r
 
+    def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``max_i Q_h(s, a)``: feasible (never violating) when ``<= 0``."""
+        return self._scores(obs, actions)[0]
+
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        candidates = self._sample(obs, self.config.n_candidates, deterministic)
+        candidates = self._candidates(obs, self.config.n_candidates, deterministic)
         q_h, q_r = self._scores(obs, candidates)
         actions, _ = select_candidates(candidates, q_h, q_r, 0.0, self.config.selection)
         return actions
-
-    def candidate_actions(self, observation: np.ndarray, n: int = 16) -> np.ndarray:
-        """``n`` actions sampled from the diffusion policy per observation (environment units).
-
-        Returns ``(n, act_dim)`` for one observation, ``(B, n, act_dim)`` for a batch.
-        """
-        obs, single = self._check_observation(observation)
-        with torch.no_grad():
-            tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
-            candidates = self.action_scaler.denormalize(self._sample(tensor, n, False))
-        result = candidates.cpu().numpy().astype(np.float32)
-        return result[0] if single else result
-
-    def action_cost(self, observation: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """Pessimistic feasibility value ``max_i Q_h(s, a)`` of actions; ``<= 0`` is feasible.
-
-        ``observation`` ``(obs_dim,)`` with ``actions`` ``(n, act_dim)`` gives ``(n,)``; a batch
-        ``(B, obs_dim)`` with ``(B, n, act_dim)`` gives ``(B, n)``.
-        """
-        obs, single = self._check_observation(observation)
-        actions = np.asarray(actions, dtype=np.float32)
-        if single and actions.ndim == 2 and actions.shape[1] == self.act_dim:
-            actions = actions[None]  # (1, n, act_dim)
-        if actions.ndim != 3 or actions.shape[0] != len(obs) or actions.shape[2] != self.act_dim:
-            raise ValueError(
-                f"actions must be (n, {self.act_dim}) for one observation or (B, n, "
-                f"{self.act_dim}) for a batch of B; got {actions.shape}"
-            )
-        with torch.no_grad():
-            tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
-            scaled = self.action_scaler.normalize(torch.as_tensor(actions, device=self.device))
-            q_h, _ = self._scores(tensor, scaled.clamp(-1.0, 1.0))
-        scores = q_h.cpu().numpy()
-        return scores[0] if single else scores
 
     def feasibility_value(self, observation: np.ndarray) -> np.ndarray:
         """``V_h(s)`` for one observation (a float array of shape ()) or a batch (``(B,)``)."""

@@ -32,6 +32,13 @@ FAST_HYPERPARAMETERS: dict[str, dict] = {
         "actor_blocks": 1,
         "n_candidates": 4,
     },
+    "spi": {
+        "batch_size": 64,
+        "critic_hidden_sizes": (32, 32),
+        "actor_width": 32,
+        "actor_blocks": 1,
+        "n_candidates": 4,
+    },
 }
 
 

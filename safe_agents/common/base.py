@@ -370,3 +370,63 @@ def _check_box(name: str, space: gym.Space) -> gym.spaces.Box:
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
         raise ValueError(f"{name} must be a flat gymnasium.spaces.Box, got {space}")
     return space
+
+
+class SafetyCriticAgent(BaseAgent):
+    """An agent that samples candidate actions and scores their safety (FISOR, SPI).
+
+    Gives ``envs.SafetyFilter`` its two callables from two hooks:
+
+    - ``_candidates(obs, n, deterministic) -> (B, n, act_dim)`` actions in ``[-1, 1]`` for
+      standardized observations;
+    - ``_safety_scores(obs, actions) -> (B, n)``, lower is safer, for actions in ``[-1, 1]``.
+    """
+
+    def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def candidate_actions(self, observation: np.ndarray, n: int = 16) -> np.ndarray:
+        """``n`` actions sampled from the policy per observation (environment units).
+
+        Returns ``(n, act_dim)`` for one observation, ``(B, n, act_dim)`` for a batch.
+        """
+        obs, single = self._check_observation(observation)
+        with torch.no_grad():
+            tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
+            candidates = self.action_scaler.denormalize(self._candidates(tensor, n, False))
+        result = candidates.cpu().numpy().astype(np.float32)
+        return result[0] if single else result
+
+    def action_cost(self, observation: np.ndarray, actions: np.ndarray) -> np.ndarray:
+        """The safety score of actions (lower is safer; each agent documents its scale).
+
+        ``observation`` ``(obs_dim,)`` with ``actions`` ``(n, act_dim)`` gives ``(n,)``; a batch
+        ``(B, obs_dim)`` with ``(B, n, act_dim)`` gives ``(B, n)``.
+        """
+        obs, single = self._check_observation(observation)
+        actions = np.asarray(actions, dtype=np.float32)
+        if single and actions.ndim == 2 and actions.shape[1] == self.act_dim:
+            actions = actions[None]  # (1, n, act_dim)
+        if actions.ndim != 3 or actions.shape[0] != len(obs) or actions.shape[2] != self.act_dim:
+            raise ValueError(
+                f"actions must be (n, {self.act_dim}) for one observation or (B, n, "
+                f"{self.act_dim}) for a batch of B; got {actions.shape}"
+            )
+        with torch.no_grad():
+            tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
+            scaled = self.action_scaler.normalize(torch.as_tensor(actions, device=self.device))
+            scores = self._safety_scores(tensor, scaled.clamp(-1.0, 1.0)).cpu().numpy()
+        return scores[0] if single else scores
+
+    def _common_noise(self, batch: int, n: int, steps: int) -> torch.Tensor:
+        """``(steps, B * n, act_dim)`` noise where every state sees the same ``n`` draws.
+
+        Seeded by the agent's seed: sampling with it makes ``predict(deterministic=True)`` a
+        fixed function of the observation, equal for single and batched calls.
+        """
+        generator = make_generator(self.seed, self.device)
+        base = torch.randn((steps, 1, n, self.act_dim), generator=generator, device=self.device)
+        return base.expand(steps, batch, n, self.act_dim).reshape(steps, batch * n, self.act_dim)

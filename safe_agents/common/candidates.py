@@ -14,7 +14,7 @@ def select_candidates(
     candidates: torch.Tensor,
     cost_scores: torch.Tensor,
     reward_scores: torch.Tensor | None = None,
-    threshold: float = 0.0,
+    threshold: float | torch.Tensor = 0.0,
     mode: str = "safest",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one action per state among ``N`` candidates.
@@ -23,7 +23,8 @@ def select_candidates(
         candidates: ``(B, N, act_dim)`` candidate actions.
         cost_scores: ``(B, N)``, lower is safer (e.g. ``Q_h``, a cost Q value).
         reward_scores: ``(B, N)``, higher is better; needed by ``"reward_within_threshold"``.
-        threshold: candidates with ``cost_score <= threshold`` count as safe.
+        threshold: candidates with ``cost_score <= threshold`` count as safe; a float, or a
+            ``(B,)`` tensor with one threshold per state.
         mode: ``"safest"``: the lowest cost score; ``"reward_within_threshold"``: the highest
             reward score among safe candidates, or the safest candidate when none is safe.
 
@@ -43,6 +44,8 @@ def select_candidates(
     else:
         if reward_scores is None or reward_scores.shape != cost_scores.shape:
             raise ValueError("mode 'reward_within_threshold' needs reward_scores shaped (B, N)")
+        if isinstance(threshold, torch.Tensor) and threshold.dim() == 1:
+            threshold = threshold.unsqueeze(1)  # (B, 1), broadcast over the N candidates
         safe = cost_scores <= threshold
         masked = reward_scores.masked_fill(~safe, float("-inf"))
         index = torch.where(safe.any(dim=1), masked.argmax(dim=1), safest)

@@ -46,6 +46,7 @@ class TransitionBatch(NamedTuple):
     next_obs: torch.Tensor
     terminals: torch.Tensor
     timeouts: torch.Tensor
+    next_actions: torch.Tensor  # the dataset's next action (meaningless where an episode ends)
 
 
 class TransitionSampler:
@@ -69,6 +70,8 @@ class TransitionSampler:
         self.next_obs = tensor(dataset.next_observations)
         self.terminals = tensor(dataset.terminals)
         self.timeouts = tensor(dataset.timeouts)
+        # SARSA-style targets need a' from the next row; at episode ends the bootstrap is cut.
+        self.next_actions = torch.cat([self.actions[1:], self.actions[-1:]])
         self.generator = generator
         self.size = len(self.obs)
 
@@ -84,4 +87,5 @@ class TransitionSampler:
             next_obs=self.next_obs[index],
             terminals=self.terminals[index],
             timeouts=self.timeouts[index],
+            next_actions=self.next_actions[index],
         )

@@ -1,0 +1,49 @@
+"""Helpers shared by the benchmark scripts: report rows, training speed, predict latency."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+SUMMARY_KEYS = ("mean_return", "mean_cost", "mean_normalized_return", "mean_normalized_cost")
+
+
+def summary(report: dict) -> dict:
+    """The means of an ``envs.evaluate`` report, rounded."""
+    return {key: round(report[key], 4) for key in SUMMARY_KEYS}
+
+
+def mean_std_over_seeds(rows: dict[str, list[dict]]) -> dict:
+    """``{agent: {metric: [mean, std]}}`` over the per-seed rows."""
+    return {
+        name: {
+            key: [
+                float(np.mean([row[key] for row in values])),
+                float(np.std([row[key] for row in values])),
+            ]
+            for key in values[0]
+        }
+        for name, values in rows.items()
+        if values
+    }
+
+
+def steps_per_second(agent_class, env, data, steps: int, **kwargs) -> float:
+    """Gradient steps per second after a 5-step warm-up."""
+    agent = agent_class(env, seed=0, **kwargs)
+    agent.learn_offline(data, n_steps=5, log_interval=5)
+    start = time.perf_counter()
+    agent.learn_offline(data, n_steps=5 + steps, log_interval=steps)
+    return steps / (time.perf_counter() - start)
+
+
+def latency_ms(agent, batch: int, repeats: int = 20) -> float:
+    """Milliseconds per deterministic ``predict`` of ``batch`` observations (1: a single one)."""
+    shape = (batch, agent.obs_dim) if batch > 1 else (agent.obs_dim,)
+    obs = np.zeros(shape, dtype=np.float32)
+    agent.predict(obs, deterministic=True)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        agent.predict(obs, deterministic=True)
+    return 1000 * (time.perf_counter() - start) / repeats

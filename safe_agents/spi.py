@@ -1,0 +1,285 @@
+"""SPI: safe policy improvement with a doubly guided diffusion policy.
+
+"Safe Policy Improvement via Diffusion Model for Offline Reinforcement Learning" (paper
+``003_9404ef6e29cc96eb``). A Diffusion-QL-style policy guided by two critics:
+
+1. Cost remap (Eq. 4): ``c' = 1 - f(c)``, ``f`` the indicator of an unsafe step (default) or
+   ``min(c / c_max, 1)``; a long run of safe steps then accumulates value instead of a rare cost
+   vanishing under discounting.
+2. Critics (Eq. 10-11): twin ``Q_r`` and ``Q_c'`` trained by TD with target networks; the next
+   action comes from the current (EMA) diffusion policy, as in Diffusion-QL, or from the dataset.
+3. Policy (Eq. 6, 9): ``eta * L_diffusion - mu * Q_r(s, a^s) - phi * Q_c'(s, a^s)`` with ``a^s``
+   sampled with gradients through the whole reverse chain, ``eta + mu + phi = 1``.
+4. Extraction (Eq. 12): sample ``n_candidates`` (50) actions per state and execute the argmax of
+   ``Q_r``; or (option) the best ``Q_r`` among the candidates whose ``Q_c'`` is in the top
+   ``safe_fraction``.
+
+**Deviations**: each Q term of the policy loss is divided by the batch mean of its absolute value
+(detached), as Diffusion-QL does, so ``mu`` and ``phi`` weigh comparable quantities (the paper
+does not say); the twin critics enter the policy loss and the targets through their minimum; the
+noise network is the shared LN-ResNet (2 blocks of width 256, no dropout) rather than Diffusion-
+QL's plain 3-layer MLP; observations are standardized with the dataset's statistics. The paper
+gives no hyperparameter table: defaults are Diffusion-QL's (T = 5, lr 3e-4, batch 256,
+gamma 0.99, tau 0.005) with ``eta, mu, phi = 0.5, 0.25, 0.25``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from safe_agents.common.base import SafetyCriticAgent
+from safe_agents.common.candidates import select_candidates
+from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
+from safe_agents.common.critics import QEnsemble, make_target, soft_update, td_target
+from safe_agents.common.data import TransitionBatch
+from safe_agents.common.diffusion import SAMPLERS, SCHEDULES, NoiseScheduler
+from safe_agents.common.networks import NoisePredictionNet
+
+COST_REMAPS = ("indicator", "clip")
+NEXT_ACTIONS = ("policy", "dataset")
+SELECTIONS = ("reward", "safety_aware")
+
+
+@dataclass(kw_only=True)
+class SPIConfig(AgentConfig):
+    """SPI hyperparameters (Diffusion-QL defaults where the paper is silent).
+
+    Attributes:
+        eta / mu / phi: weights of the diffusion loss, ``-Q_r`` and ``-Q_c'`` (sum to 1).
+        cost_remap: ``"indicator"`` (``f(c) = 1[c > 0]``) or ``"clip"`` (``min(c / cost_max, 1)``).
+        cost_max: the ``c_max`` of the clip remap.
+        next_action: TD next action from the ``"policy"`` (EMA sampler, Diffusion-QL's
+            choice and the default) or the ``"dataset"`` (SARSA, the paper's Eq. 10-11).
+        gamma / tau: discount and target Polyak rate (0.99 / 0.005).
+        learning_rate: Adam for actor and critics (3e-4).
+        critic_hidden_sizes: twin critic MLPs ((256, 256, 256), Diffusion-QL).
+        diffusion_steps / beta_schedule / sampler: T = 5, VP schedule, DDPM.
+        actor_width / actor_blocks: the noise network (256 / 2).
+        ema_tau: EMA rate of the sampling copy (0.005, Diffusion-QL).
+        n_candidates: actions sampled per state at execution (50, paper Sec. 4.3).
+        selection: ``"reward"`` (argmax Q_r, the paper) or ``"safety_aware"``.
+        safe_fraction: with ``"safety_aware"``, the top fraction of candidates by ``Q_c'``.
+    """
+
+    n_steps: int = 1_000_000
+    batch_size: int = 256
+    eta: float = 0.5
+    mu: float = 0.25
+    phi: float = 0.25
+    cost_remap: str = "indicator"
+    cost_max: float = 1.0
+    next_action: str = "policy"
+    gamma: float = 0.99
+    tau: float = 0.005
+    learning_rate: float = 3e-4
+    critic_hidden_sizes: tuple[int, ...] = (256, 256, 256)
+    diffusion_steps: int = 5
+    beta_schedule: str = "vp"
+    sampler: str = "ddpm"
+    actor_width: int = 256
+    actor_blocks: int = 2
+    ema_tau: float = 0.005
+    n_candidates: int = 50
+    selection: str = "reward"
+    safe_fraction: float = 0.5
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("eta", "mu", "phi"):
+            check_in_range(name, getattr(self, name), 0.0, 1.0)
+        if abs(self.eta + self.mu + self.phi - 1.0) > 1e-6:
+            raise ValueError(
+                f"eta + mu + phi must equal 1 (paper Eq. 6), got {self.eta} + {self.mu} + "
+                f"{self.phi} = {self.eta + self.mu + self.phi}"
+            )
+        for name in (
+            "cost_max",
+            "learning_rate",
+            "diffusion_steps",
+            "actor_width",
+            "actor_blocks",
+            "n_candidates",
+        ):
+            check_positive(name, getattr(self, name))
+        check_in_range("gamma", self.gamma, 0.0, 0.999999)
+        check_in_range("tau", self.tau, 0.0, 1.0)
+        check_in_range("ema_tau", self.ema_tau, 0.0, 1.0)
+        check_in_range("safe_fraction", self.safe_fraction, 1e-6, 1.0)
+        check_choice("cost_remap", self.cost_remap, COST_REMAPS)
+        check_choice("next_action", self.next_action, NEXT_ACTIONS)
+        check_choice("selection", self.selection, SELECTIONS)
+        check_choice("beta_schedule", self.beta_schedule, SCHEDULES)
+        check_choice("sampler", self.sampler, SAMPLERS)
+
+
+def remap_costs(
+    costs: torch.Tensor, mode: str = "indicator", cost_max: float = 1.0
+) -> torch.Tensor:
+    """The safety signal ``c' = 1 - f(c)`` (Eq. 4): 1 on safe steps, down to 0 on unsafe ones."""
+    if mode == "indicator":
+        unsafe = (costs > 0).to(costs.dtype)
+    elif mode == "clip":
+        unsafe = (costs / cost_max).clamp(0.0, 1.0)
+    else:
+        raise ValueError(f"cost remap must be one of {COST_REMAPS}, got {mode!r}")
+    return 1.0 - unsafe
+
+
+def guided_policy_loss(
+    diffusion_loss: torch.Tensor,
+    reward_q: torch.Tensor,
+    safety_q: torch.Tensor,
+    eta: float,
+    mu: float,
+    phi: float,
+) -> torch.Tensor:
+    """``eta L_diff - mu Q_r / mean|Q_r| - phi Q_c' / mean|Q_c'|`` (scales detached)."""
+    reward_term = reward_q.mean() / reward_q.abs().mean().detach().clamp(min=1e-6)
+    safety_term = safety_q.mean() / safety_q.abs().mean().detach().clamp(min=1e-6)
+    return eta * diffusion_loss - mu * reward_term - phi * safety_term
+
+
+class SPI(SafetyCriticAgent):
+    """SPI: diffusion policy guided by a reward critic and a remapped safety critic."""
+
+    name = "spi"
+    config_class = SPIConfig
+    config: SPIConfig
+
+    def _build(self) -> None:
+        c = self.config
+        self.reward_q = QEnsemble(self.obs_dim, self.act_dim, 2, c.critic_hidden_sizes)
+        self.safety_q = QEnsemble(self.obs_dim, self.act_dim, 2, c.critic_hidden_sizes)
+        self.reward_q_target = make_target(self.reward_q)
+        self.safety_q_target = make_target(self.safety_q)
+        self.actor = NoisePredictionNet(
+            self.obs_dim, self.act_dim, c.actor_width, c.actor_blocks, dropout=0.0, expansion=1
+        )
+        self.actor_ema = make_target(self.actor)
+        self.scheduler = NoiseScheduler(c.diffusion_steps, c.beta_schedule, c.sampler)
+        critic_params = [*self.reward_q.parameters(), *self.safety_q.parameters()]
+        self.optimizers = {
+            "critic": torch.optim.Adam(critic_params, lr=c.learning_rate, foreach=True),
+            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.learning_rate, foreach=True),
+        }
+
+    def _saved_modules(self) -> dict[str, nn.Module]:
+        return {
+            "reward_q": self.reward_q,
+            "safety_q": self.safety_q,
+            "reward_q_target": self.reward_q_target,
+            "safety_q_target": self.safety_q_target,
+            "actor": self.actor,
+            "actor_ema": self.actor_ema,
+        }
+
+    def _setup_training(self, dataset: Any) -> None:
+        if dataset.costs is None:
+            raise ValueError("SPI needs cost labels to remap (the dataset's costs were stripped)")
+
+    def _sample(
+        self,
+        network: nn.Module,
+        obs: torch.Tensor,
+        generator: torch.Generator,
+        n: int = 1,
+        deterministic: bool = False,
+    ) -> torch.Tensor:
+        """``(B * n, act_dim)`` actions in ``[-1, 1]``; gradients flow when enabled."""
+        repeated = obs.repeat_interleave(n, dim=0) if n > 1 else obs  # (B*n, obs_dim)
+        shape = (len(repeated), self.act_dim)
+        steps = len(self.scheduler.timesteps) + 1
+        noise = self._common_noise(len(obs), n, steps) if deterministic else None
+        return self.scheduler.sample(
+            lambda x, t: network(x, t, repeated), shape, generator, self.device, noise=noise
+        )
+
+    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+        c = self.config
+        obs = self.obs_scaler(batch.obs)
+        next_obs = self.obs_scaler(batch.next_obs)
+        actions = self.action_scaler.normalize(batch.actions)
+        done = torch.clamp(batch.terminals + batch.timeouts, max=1.0)
+        safety_signal = remap_costs(batch.costs, c.cost_remap, c.cost_max)
+
+        # Critics: TD on both signals, next action from the EMA policy (or the dataset).
+        with torch.no_grad():
+            if c.next_action == "policy":
+                next_actions = self._sample(self.actor_ema, next_obs, self.train_generator)
+            else:
+                next_actions = self.action_scaler.normalize(batch.next_actions)
+            next_reward_q = self.reward_q_target(next_obs, next_actions).min(dim=0).values
+            next_safety_q = self.safety_q_target(next_obs, next_actions).min(dim=0).values
+            reward_target = td_target(batch.rewards, next_reward_q, done, c.gamma)
+            safety_target = td_target(safety_signal, next_safety_q, done, c.gamma)
+        reward_q_loss = F.mse_loss(self.reward_q(obs, actions), reward_target.expand(2, -1))
+        safety_q_loss = F.mse_loss(self.safety_q(obs, actions), safety_target.expand(2, -1))
+        self.optimizers["critic"].zero_grad()
+        (reward_q_loss + safety_q_loss).backward()
+        self.optimizers["critic"].step()
+
+        # Policy: diffusion (BC) loss plus both critics on actions sampled through the chain.
+        noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
+        diffusion_loss = F.mse_loss(self.actor(noisy, t, obs), noise)
+        if c.mu > 0 or c.phi > 0:
+            sampled = self._sample(self.actor, obs, self.train_generator)
+            reward_q = self.reward_q(obs, sampled).min(dim=0).values
+            safety_q = self.safety_q(obs, sampled).min(dim=0).values
+            actor_loss = guided_policy_loss(diffusion_loss, reward_q, safety_q, c.eta, c.mu, c.phi)
+        else:
+            actor_loss = c.eta * diffusion_loss
+        self.optimizers["actor"].zero_grad()
+        actor_loss.backward()
+        self.optimizers["actor"].step()
+        soft_update(self.reward_q_target, self.reward_q, c.tau)
+        soft_update(self.safety_q_target, self.safety_q, c.tau)
+        soft_update(self.actor_ema, self.actor, c.ema_tau)
+        return {
+            "reward_q_loss": reward_q_loss.item(),
+            "safety_q_loss": safety_q_loss.item(),
+            "diffusion_loss": diffusion_loss.item(),
+            "actor_loss": actor_loss.item(),
+        }
+
+    # ------------------------------------------------------------------ execution
+    def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
+        self.actor_ema.eval()
+        sampled = self._sample(self.actor_ema, obs, self.act_generator, n, deterministic)
+        return sampled.reshape(len(obs), n, self.act_dim)
+
+    def _scores(
+        self, obs: torch.Tensor, candidates: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, n, _ = candidates.shape
+        repeated = obs.repeat_interleave(n, dim=0)  # (B*n, obs_dim)
+        flat = candidates.reshape(batch * n, self.act_dim)
+        reward_q = self.reward_q_target(repeated, flat).min(dim=0).values.reshape(batch, n)
+        safety_q = self.safety_q_target(repeated, flat).min(dim=0).values.reshape(batch, n)
+        return reward_q, safety_q
+
+    def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """``-Q_c'(s, a)``: lower is safer (more discounted safe steps ahead).
+
+        For an ``envs.SafetyFilter``, a threshold of ``-k`` keeps the actions expected to stay
+        safe for about ``k`` discounted steps.
+        """
+        return -self._scores(obs, actions)[1]
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        candidates = self._candidates(obs, self.config.n_candidates, deterministic)
+        reward_q, safety_q = self._scores(obs, candidates)
+        if self.config.selection == "reward":
+            # argmax Q_r == argmin -Q_r
+            actions, _ = select_candidates(candidates, -reward_q)
+            return actions
+        # Safety-aware: best Q_r among the candidates whose Q_c' is in the top fraction.
+        threshold = torch.quantile(-safety_q, self.config.safe_fraction, dim=1)  # (B,)
+        actions, _ = select_candidates(
+            candidates, -safety_q, reward_q, threshold, "reward_within_threshold"
+        )
+        return actions
