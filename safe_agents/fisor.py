@@ -44,6 +44,7 @@ from safe_agents.common.config import AgentConfig, check_choice, check_in_range,
 from safe_agents.common.critics import (
     QEnsemble,
     ValueNet,
+    candidate_values,
     expectile_loss,
     make_target,
     reachability_target,
@@ -340,16 +341,13 @@ class FISOR(SafetyCriticAgent):
     def _scores(
         self, obs: torch.Tensor, candidates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, n, _ = candidates.shape
-        repeated = obs.repeat_interleave(n, dim=0)  # (B*n, obs_dim)
-        flat = candidates.reshape(batch * n, self.act_dim)
-        q_h = self.feasibility_q_target(repeated, flat).max(dim=0).values.reshape(batch, n)
-        q_r = self.reward_q_target(repeated, flat).min(dim=0).values.reshape(batch, n)
+        q_h = candidate_values(self.feasibility_q_target, obs, candidates, "max")
+        q_r = candidate_values(self.reward_q_target, obs, candidates, "min")
         return q_h, q_r
 
     def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``max_i Q_h(s, a)``: feasible (never violating) when ``<= 0``."""
-        return self._scores(obs, actions)[0]
+        return candidate_values(self.feasibility_q_target, obs, actions, "max")
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         candidates = self._candidates(obs, self.config.n_candidates, deterministic)

@@ -35,7 +35,13 @@ from torch import nn
 from safe_agents.common.base import SafetyCriticAgent
 from safe_agents.common.candidates import select_candidates
 from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
-from safe_agents.common.critics import QEnsemble, make_target, soft_update, td_target
+from safe_agents.common.critics import (
+    QEnsemble,
+    candidate_values,
+    make_target,
+    soft_update,
+    td_target,
+)
 from safe_agents.common.data import TransitionBatch
 from safe_agents.common.diffusion import SAMPLERS, SCHEDULES, NoiseScheduler
 from safe_agents.common.networks import NoisePredictionNet
@@ -255,11 +261,8 @@ class SPI(SafetyCriticAgent):
     def _scores(
         self, obs: torch.Tensor, candidates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        batch, n, _ = candidates.shape
-        repeated = obs.repeat_interleave(n, dim=0)  # (B*n, obs_dim)
-        flat = candidates.reshape(batch * n, self.act_dim)
-        reward_q = self.reward_q_target(repeated, flat).min(dim=0).values.reshape(batch, n)
-        safety_q = self.safety_q_target(repeated, flat).min(dim=0).values.reshape(batch, n)
+        reward_q = candidate_values(self.reward_q_target, obs, candidates, "min")
+        safety_q = candidate_values(self.safety_q_target, obs, candidates, "min")
         return reward_q, safety_q
 
     def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
@@ -268,7 +271,7 @@ class SPI(SafetyCriticAgent):
         For an ``envs.SafetyFilter``, a threshold of ``-k`` keeps the actions expected to stay
         safe for about ``k`` discounted steps.
         """
-        return -self._scores(obs, actions)[1]
+        return -candidate_values(self.safety_q_target, obs, actions, "min")
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         candidates = self._candidates(obs, self.config.n_candidates, deterministic)

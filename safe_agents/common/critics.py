@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -87,7 +88,10 @@ def td_target(
     return rewards + gamma * (1.0 - done) * next_value
 
 
-def make_target(network: nn.Module) -> nn.Module:
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def make_target(network: ModuleT) -> ModuleT:
     """A frozen copy of ``network`` for bootstrapped targets."""
     target = copy.deepcopy(network)
     target.requires_grad_(False)
@@ -104,3 +108,23 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     torch._foreach_lerp_(target_params, source_params, tau)  # one fused call, not one per tensor
     for target_buffer, buffer in zip(target.buffers(), source.buffers(), strict=True):
         target_buffer.copy_(buffer)
+
+
+def candidate_values(
+    ensemble: QEnsemble, obs: torch.Tensor, candidates: torch.Tensor, reduce: str = "min"
+) -> torch.Tensor:
+    """An ensemble's value of ``N`` candidate actions per state.
+
+    Args:
+        obs: ``(B, obs_dim)``.
+        candidates: ``(B, N, act_dim)``.
+        reduce: ``"min"`` (pessimistic for rewards) or ``"max"`` (pessimistic for costs).
+
+    Returns:
+        ``(B, N)``.
+    """
+    batch, n, act_dim = candidates.shape
+    repeated = obs.repeat_interleave(n, dim=0)  # (B*N, obs_dim)
+    values = ensemble(repeated, candidates.reshape(batch * n, act_dim))  # (members, B*N)
+    reduced = values.min(dim=0).values if reduce == "min" else values.max(dim=0).values
+    return reduced.reshape(batch, n)
