@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -47,3 +49,11 @@ def latency_ms(agent, batch: int, repeats: int = 20) -> float:
     for _ in range(repeats):
         agent.predict(obs, deterministic=True)
     return 1000 * (time.perf_counter() - start) / repeats
+
+
+def write_result(path: str | Path, result: dict) -> Path:
+    """Write a benchmark's JSON result (creating the folder) and return its path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    return path

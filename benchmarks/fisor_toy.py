@@ -13,9 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
-from bench_utils import latency_ms, mean_std_over_seeds, steps_per_second, summary
+from bench_utils import (
+    latency_ms,
+    mean_std_over_seeds,
+    steps_per_second,
+    summary,
+    write_result,
+)
 
 import envs
 from safe_agents import FISOR, BCAll, BCSafe
@@ -114,9 +119,7 @@ def main() -> None:
         "ppo": ppo_rows,
         "speed": speed,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    out = write_result(args.out, result)
     fisor_agents[0].save(out.with_suffix(".fisor_seed0.zip"))
     print(json.dumps({"mean_std_over_seeds": table, "ppo": ppo_rows, "speed": speed}, indent=2))
 

@@ -15,7 +15,13 @@ import json
 import time
 from pathlib import Path
 
-from bench_utils import latency_ms, mean_std_over_seeds, steps_per_second, summary
+from bench_utils import (
+    latency_ms,
+    mean_std_over_seeds,
+    steps_per_second,
+    summary,
+    write_result,
+)
 
 import envs
 from safe_agents import SPI
@@ -86,9 +92,7 @@ def main() -> None:
         "ablation_seed0": ablation,
         "speed": speed,
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
     print(
         json.dumps(
             {"mean_std_over_seeds": table, "ablation_seed0": ablation, "speed": speed}, indent=2

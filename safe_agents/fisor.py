@@ -40,7 +40,12 @@ from torch import nn
 
 from safe_agents.common.base import SafetyCriticAgent
 from safe_agents.common.candidates import MODES, select_candidates
-from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
+from safe_agents.common.config import (
+    DiffusionPolicyConfig,
+    check_choice,
+    check_in_range,
+    check_positive,
+)
 from safe_agents.common.critics import (
     QEnsemble,
     ValueNet,
@@ -53,12 +58,12 @@ from safe_agents.common.critics import (
     td_target,
 )
 from safe_agents.common.data import TransitionBatch
-from safe_agents.common.diffusion import SAMPLERS, SCHEDULES, NoiseScheduler
+from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.networks import NoisePredictionNet
 
 
 @dataclass(kw_only=True)
-class FISORConfig(AgentConfig):
+class FISORConfig(DiffusionPolicyConfig):
     """FISOR hyperparameters (paper / authors' code defaults unless noted).
 
     Attributes:
@@ -83,14 +88,14 @@ class FISORConfig(AgentConfig):
             LN-ResNet; 1 is ~4x cheaper on a CPU).
         ema_tau: EMA rate of the sampling copy of the noise network (0.001).
         n_candidates: actions sampled per state at execution (16).
+        (gamma, tau, diffusion_steps, beta_schedule, sampler, actor_width, actor_blocks,
+        ema_tau and n_candidates are validated by ``DiffusionPolicyConfig``.)
         selection: ``"safest"`` (argmin Q_h, the paper's) or ``"reward_within_threshold"``.
     """
 
     n_steps: int = 1_000_000
     batch_size: int = 256
     actor_batch_size: int = 2048
-    gamma: float = 0.99
-    tau: float = 0.005
     critic_learning_rate: float = 3e-4
     actor_learning_rate: float = 3e-4
     actor_lr_decay_steps: int = 3_000_000
@@ -104,11 +109,6 @@ class FISORConfig(AgentConfig):
     reward_temperature: float = 3.0
     max_cost_weight: float = 150.0
     max_reward_weight: float = 100.0
-    diffusion_steps: int = 5
-    beta_schedule: str = "vp"
-    sampler: str = "ddpm"
-    actor_width: int = 256
-    actor_blocks: int = 3
     actor_dropout: float = 0.1
     actor_expansion: int = 4
     ema_tau: float = 0.001
@@ -128,22 +128,13 @@ class FISORConfig(AgentConfig):
             "reward_temperature",
             "max_cost_weight",
             "max_reward_weight",
-            "diffusion_steps",
-            "actor_width",
-            "actor_blocks",
             "actor_expansion",
             "actor_lr_decay_steps",
-            "n_candidates",
         ):
             check_positive(name, getattr(self, name))
-        check_in_range("gamma", self.gamma, 0.0, 0.999999)
-        check_in_range("tau", self.tau, 0.0, 1.0)
-        check_in_range("ema_tau", self.ema_tau, 0.0, 1.0)
         check_in_range("reward_expectile", self.reward_expectile, 0.5, 1.0)
         check_in_range("feasibility_expectile", self.feasibility_expectile, 0.5, 1.0)
         check_in_range("actor_dropout", self.actor_dropout, 0.0, 0.99)
-        check_choice("beta_schedule", self.beta_schedule, SCHEDULES)
-        check_choice("sampler", self.sampler, SAMPLERS)
         check_choice("selection", self.selection, MODES)
 
 

@@ -34,7 +34,12 @@ from torch import nn
 
 from safe_agents.common.base import SafetyCriticAgent
 from safe_agents.common.candidates import select_candidates
-from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
+from safe_agents.common.config import (
+    DiffusionPolicyConfig,
+    check_choice,
+    check_in_range,
+    check_positive,
+)
 from safe_agents.common.critics import (
     QEnsemble,
     candidate_values,
@@ -43,7 +48,7 @@ from safe_agents.common.critics import (
     td_target,
 )
 from safe_agents.common.data import TransitionBatch
-from safe_agents.common.diffusion import SAMPLERS, SCHEDULES, NoiseScheduler
+from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.networks import NoisePredictionNet
 
 COST_REMAPS = ("indicator", "clip")
@@ -52,7 +57,7 @@ SELECTIONS = ("reward", "safety_aware")
 
 
 @dataclass(kw_only=True)
-class SPIConfig(AgentConfig):
+class SPIConfig(DiffusionPolicyConfig):
     """SPI hyperparameters (Diffusion-QL defaults where the paper is silent).
 
     Attributes:
@@ -61,11 +66,10 @@ class SPIConfig(AgentConfig):
         cost_max: the ``c_max`` of the clip remap.
         next_action: TD next action from the ``"policy"`` (EMA sampler, Diffusion-QL's
             choice and the default) or the ``"dataset"`` (SARSA, the paper's Eq. 10-11).
-        gamma / tau: discount and target Polyak rate (0.99 / 0.005).
         learning_rate: Adam for actor and critics (3e-4).
         critic_hidden_sizes: twin critic MLPs ((256, 256, 256), Diffusion-QL).
-        diffusion_steps / beta_schedule / sampler: T = 5, VP schedule, DDPM.
-        actor_width / actor_blocks: the noise network (256 / 2).
+        actor_blocks: residual blocks of the noise network (2; width 256). T = 5, the VP
+            schedule, DDPM, gamma 0.99 and tau 0.005 come from ``DiffusionPolicyConfig``.
         ema_tau: EMA rate of the sampling copy (0.005, Diffusion-QL).
         n_candidates: actions sampled per state at execution (50, paper Sec. 4.3).
         selection: ``"reward"`` (argmax Q_r, the paper) or ``"safety_aware"``.
@@ -80,14 +84,8 @@ class SPIConfig(AgentConfig):
     cost_remap: str = "indicator"
     cost_max: float = 1.0
     next_action: str = "policy"
-    gamma: float = 0.99
-    tau: float = 0.005
     learning_rate: float = 3e-4
     critic_hidden_sizes: tuple[int, ...] = (256, 256, 256)
-    diffusion_steps: int = 5
-    beta_schedule: str = "vp"
-    sampler: str = "ddpm"
-    actor_width: int = 256
     actor_blocks: int = 2
     ema_tau: float = 0.005
     n_candidates: int = 50
@@ -103,24 +101,12 @@ class SPIConfig(AgentConfig):
                 f"eta + mu + phi must equal 1 (paper Eq. 6), got {self.eta} + {self.mu} + "
                 f"{self.phi} = {self.eta + self.mu + self.phi}"
             )
-        for name in (
-            "cost_max",
-            "learning_rate",
-            "diffusion_steps",
-            "actor_width",
-            "actor_blocks",
-            "n_candidates",
-        ):
-            check_positive(name, getattr(self, name))
-        check_in_range("gamma", self.gamma, 0.0, 0.999999)
-        check_in_range("tau", self.tau, 0.0, 1.0)
-        check_in_range("ema_tau", self.ema_tau, 0.0, 1.0)
+        check_positive("cost_max", self.cost_max)
+        check_positive("learning_rate", self.learning_rate)
         check_in_range("safe_fraction", self.safe_fraction, 1e-6, 1.0)
         check_choice("cost_remap", self.cost_remap, COST_REMAPS)
         check_choice("next_action", self.next_action, NEXT_ACTIONS)
         check_choice("selection", self.selection, SELECTIONS)
-        check_choice("beta_schedule", self.beta_schedule, SCHEDULES)
-        check_choice("sampler", self.sampler, SAMPLERS)
 
 
 def remap_costs(

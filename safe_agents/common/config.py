@@ -76,3 +76,41 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_jsonable(item) for item in value]
     return value
+
+
+@dataclass(kw_only=True)
+class DiffusionPolicyConfig(AgentConfig):
+    """Fields shared by the agents with a diffusion policy and bootstrapped critics.
+
+    Attributes:
+        gamma: discount of the critics (0.99).
+        tau: Polyak rate of the target critics (0.005).
+        diffusion_steps: T, the number of diffusion steps (5).
+        beta_schedule: ``"vp"``, ``"linear"`` or ``"cosine"`` (``"vp"``).
+        sampler: ``"ddpm"`` or ``"ddim"`` (``"ddpm"``).
+        actor_width / actor_blocks: width and residual blocks of the noise network.
+        ema_tau: EMA rate of the sampling copy of the noise network.
+        n_candidates: actions sampled per state at execution.
+    """
+
+    gamma: float = 0.99
+    tau: float = 0.005
+    diffusion_steps: int = 5
+    beta_schedule: str = "vp"
+    sampler: str = "ddpm"
+    actor_width: int = 256
+    actor_blocks: int = 3
+    ema_tau: float = 0.005
+    n_candidates: int = 16
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from safe_agents.common.diffusion import SAMPLERS, SCHEDULES
+
+        for name in ("diffusion_steps", "actor_width", "actor_blocks", "n_candidates"):
+            check_positive(name, getattr(self, name))
+        check_in_range("gamma", self.gamma, 0.0, 0.999999)
+        check_in_range("tau", self.tau, 0.0, 1.0)
+        check_in_range("ema_tau", self.ema_tau, 0.0, 1.0)
+        check_choice("beta_schedule", self.beta_schedule, SCHEDULES)
+        check_choice("sampler", self.sampler, SAMPLERS)
