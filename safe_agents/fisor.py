@@ -312,23 +312,6 @@ class FISOR(SafetyCriticAgent):
         return self.config.actor_learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     # ------------------------------------------------------------------ execution
-    def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
-        """``(B, n, act_dim)`` candidate actions in ``[-1, 1]`` for standardized observations."""
-        batch = len(obs)
-        repeated = obs.repeat_interleave(n, dim=0)  # (B*n, obs_dim)
-        shape = (batch * n, self.act_dim)
-        steps = len(self.scheduler.timesteps) + 1
-        noise = self._common_noise(batch, n, steps) if deterministic else None
-        self.actor_ema.eval()
-        actions = self.scheduler.sample(
-            lambda x, t: self.actor_ema(x, t, repeated),
-            shape,
-            generator=self.act_generator,
-            device=self.device,
-            noise=noise,
-        )
-        return actions.reshape(batch, n, self.act_dim)
-
     def _scores(
         self, obs: torch.Tensor, candidates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -174,23 +174,6 @@ class SPI(SafetyCriticAgent):
         if dataset.costs is None:
             raise ValueError("SPI needs cost labels to remap (the dataset's costs were stripped)")
 
-    def _sample(
-        self,
-        network: nn.Module,
-        obs: torch.Tensor,
-        generator: torch.Generator,
-        n: int = 1,
-        deterministic: bool = False,
-    ) -> torch.Tensor:
-        """``(B * n, act_dim)`` actions in ``[-1, 1]``; gradients flow when enabled."""
-        repeated = obs.repeat_interleave(n, dim=0) if n > 1 else obs  # (B*n, obs_dim)
-        shape = (len(repeated), self.act_dim)
-        steps = len(self.scheduler.timesteps) + 1
-        noise = self._common_noise(len(obs), n, steps) if deterministic else None
-        return self.scheduler.sample(
-            lambda x, t: network(x, t, repeated), shape, generator, self.device, noise=noise
-        )
-
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
         obs = self.obs_scaler(batch.obs)
@@ -202,7 +185,7 @@ class SPI(SafetyCriticAgent):
         # Critics: TD on both signals, next action from the EMA policy (or the dataset).
         with torch.no_grad():
             if c.next_action == "policy":
-                next_actions = self._sample(self.actor_ema, next_obs, self.train_generator)
+                next_actions = self._sample_actions(self.actor_ema, next_obs, self.train_generator)
             else:
                 next_actions = self.action_scaler.normalize(batch.next_actions)
             next_reward_q = self.reward_q_target(next_obs, next_actions).min(dim=0).values
@@ -219,7 +202,7 @@ class SPI(SafetyCriticAgent):
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
         diffusion_loss = F.mse_loss(self.actor(noisy, t, obs), noise)
         if c.mu > 0 or c.phi > 0:
-            sampled = self._sample(self.actor, obs, self.train_generator)
+            sampled = self._sample_actions(self.actor, obs, self.train_generator)
             reward_q = self.reward_q(obs, sampled).min(dim=0).values
             safety_q = self.safety_q(obs, sampled).min(dim=0).values
             actor_loss = guided_policy_loss(diffusion_loss, reward_q, safety_q, c.eta, c.mu, c.phi)
@@ -239,11 +222,6 @@ class SPI(SafetyCriticAgent):
         }
 
     # ------------------------------------------------------------------ execution
-    def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
-        self.actor_ema.eval()
-        sampled = self._sample(self.actor_ema, obs, self.act_generator, n, deterministic)
-        return sampled.reshape(len(obs), n, self.act_dim)
-
     def _scores(
         self, obs: torch.Tensor, candidates: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,6 +28,7 @@ from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
 from safe_agents.common.config import AgentConfig
 from safe_agents.common.data import TransitionBatch, TransitionSampler, coerce_dataset
+from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.logger import Logger
 from safe_agents.common.networks import ActionScaler, ObservationScaler
 from safe_agents.common.seeding import make_generator, new_seed, set_random_seed
@@ -87,7 +88,6 @@ class BaseAgent:
         self.seed = int(seed) if seed is not None else new_seed()
         self.device = get_device(device)
         self.num_steps = 0
-        self.total_steps = 0
         self.logger = Logger()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # Global seeding makes the network initialisation of _build reproducible; afterwards
@@ -163,7 +163,6 @@ class BaseAgent:
         dataset = self._prepare_dataset(dataset)
         if self.num_steps == 0:
             self.obs_scaler.fit(dataset.observations)
-        self.total_steps = total
         # Algorithms that draw more than one minibatch per step (e.g. a separate actor batch)
         # use self.sampler; it shares the agent's generator, so the data order stays seeded.
         self.sampler = TransitionSampler(dataset, self.device, self.train_generator)
@@ -373,17 +372,43 @@ def _check_box(name: str, space: gym.Space) -> gym.spaces.Box:
 
 
 class SafetyCriticAgent(BaseAgent):
-    """An agent that samples candidate actions and scores their safety (FISOR, SPI).
+    """A diffusion-policy agent that samples candidate actions and scores their safety.
 
-    Gives ``envs.SafetyFilter`` its two callables from two hooks:
-
-    - ``_candidates(obs, n, deterministic) -> (B, n, act_dim)`` actions in ``[-1, 1]`` for
-      standardized observations;
-    - ``_safety_scores(obs, actions) -> (B, n)``, lower is safer, for actions in ``[-1, 1]``.
+    FISOR and SPI. Subclasses build ``self.scheduler`` (a ``NoiseScheduler``) and
+    ``self.actor_ema`` (the noise network used for sampling) and implement
+    ``_safety_scores(obs, actions) -> (B, n)`` (lower is safer, actions in ``[-1, 1]``); this
+    gives ``envs.SafetyFilter`` its two callables, :meth:`candidate_actions` and
+    :meth:`action_cost`.
     """
 
+    scheduler: NoiseScheduler
+    actor_ema: nn.Module
+
+    def _sample_actions(
+        self,
+        network: nn.Module,
+        obs: torch.Tensor,
+        generator: torch.Generator,
+        n: int = 1,
+        deterministic: bool = False,
+    ) -> torch.Tensor:
+        """``(B * n, act_dim)`` actions in ``[-1, 1]``, ``n`` per standardized observation.
+
+        Gradients flow through the chain when enabled (SPI's policy loss needs them).
+        """
+        repeated = obs.repeat_interleave(n, dim=0) if n > 1 else obs  # (B*n, obs_dim)
+        shape = (len(repeated), self.act_dim)
+        steps = len(self.scheduler.timesteps) + 1
+        noise = self._common_noise(len(obs), n, steps) if deterministic else None
+        return self.scheduler.sample(
+            lambda x, t: network(x, t, repeated), shape, generator, self.device, noise=noise
+        )
+
     def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
-        raise NotImplementedError
+        """``(B, n, act_dim)`` candidates from the EMA network, drawn with the act generator."""
+        self.actor_ema.eval()
+        sampled = self._sample_actions(self.actor_ema, obs, self.act_generator, n, deterministic)
+        return sampled.reshape(len(obs), n, self.act_dim)
 
     def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
