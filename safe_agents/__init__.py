@@ -17,6 +17,7 @@ from safe_agents.common import (  # noqa: E402
     list_agents,
     make_agent,
 )
+from safe_agents.drcorl import DRCORL  # noqa: E402
 from safe_agents.fisor import FISOR  # noqa: E402
 from safe_agents.spi import SPI  # noqa: E402
 
@@ -30,6 +31,7 @@ __all__ = [
     "AgentLoadError",
     "BCAll",
     "BCSafe",
+    "DRCORL",
     "FISOR",
     "SPI",
     "BaseAgent",

@@ -59,7 +59,7 @@ from safe_agents.common.critics import (
 )
 from safe_agents.common.data import TransitionBatch
 from safe_agents.common.diffusion import NoiseScheduler
-from safe_agents.common.networks import NoisePredictionNet
+from safe_agents.common.networks import NoisePredictionNet, ScalarBuffer
 
 
 @dataclass(kw_only=True)
@@ -222,7 +222,7 @@ class FISOR(SafetyCriticAgent):
             ),
         }
         # The reward scale depends on the training data; it is a buffer so it is saved.
-        self.reward_normalizer = _Scalar(1.0)
+        self.reward_normalizer = ScalarBuffer(1.0)
 
     def _saved_modules(self) -> dict[str, nn.Module]:
         return {
@@ -336,13 +336,3 @@ class FISOR(SafetyCriticAgent):
             tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
             values = self.feasibility_v(tensor).cpu().numpy()
         return values[0] if single else values
-
-
-class _Scalar(nn.Module):
-    """A single float kept as a buffer (saved with the weights)."""
-
-    value: torch.Tensor
-
-    def __init__(self, value: float) -> None:
-        super().__init__()
-        self.register_buffer("value", torch.tensor(float(value)))

@@ -32,6 +32,15 @@ FAST_HYPERPARAMETERS: dict[str, dict] = {
         "actor_blocks": 1,
         "n_candidates": 4,
     },
+    "drcorl": {
+        "batch_size": 64,
+        "pretrain_steps": STEPS // 2,
+        "actor_hidden_sizes": (32, 32),
+        "critic_hidden_sizes": (32, 32),
+        "behaviour_width": 32,
+        "behaviour_blocks": 1,
+        "temperature_epoch_steps": 5,
+    },
     "spi": {
         "batch_size": 64,
         "critic_hidden_sizes": (32, 32),

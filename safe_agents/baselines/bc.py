@@ -28,7 +28,7 @@ from torch import nn
 
 from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import AgentConfig, check_choice, check_positive
-from safe_agents.common.data import TransitionBatch
+from safe_agents.common.data import TransitionBatch, resolve_cost_limit
 from safe_agents.common.networks import DeterministicActor, GaussianActor
 
 
@@ -140,9 +140,7 @@ class BCSafe(BCAll):
     config: BCSafeConfig
 
     def _prepare_dataset(self, dataset: Any) -> Any:
-        limit = self.config.cost_limit
-        if limit is None:
-            limit = float(dataset.metadata.get("cost_limit", 10.0))
+        limit = resolve_cost_limit(dataset, self.config.cost_limit)
         if dataset.costs is None:
             raise ValueError(
                 "BC-Safe needs cost labels to pick safe episodes; for the cost-label-free "

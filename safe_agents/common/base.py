@@ -88,6 +88,7 @@ class BaseAgent:
         self.seed = int(seed) if seed is not None else new_seed()
         self.device = get_device(device)
         self.num_steps = 0
+        self.total_steps = self.config.n_steps
         self.logger = Logger()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # Global seeding makes the network initialisation of _build reproducible; afterwards
@@ -158,6 +159,8 @@ class BaseAgent:
             raise ValueError(f"n_steps must be >= 1, got {total}")
         if log_interval < 1:
             raise ValueError(f"log_interval must be >= 1, got {log_interval}")
+        # The planned length of this run, for algorithms with schedules over training.
+        self.total_steps = total
         dataset = coerce_dataset(dataset)
         dataset.check_spaces(self.observation_space, self.action_space)
         dataset = self._prepare_dataset(dataset)

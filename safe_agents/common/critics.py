@@ -128,3 +128,14 @@ def candidate_values(
     values = ensemble(repeated, candidates.reshape(batch * n, act_dim))  # (members, B*N)
     reduced = values.min(dim=0).values if reduce == "min" else values.max(dim=0).values
     return reduced.reshape(batch, n)
+
+
+def upper_confidence_bound(values: torch.Tensor, k: float) -> torch.Tensor:
+    """``mean_i Q_i + k std_i Q_i`` over an ensemble's ``(members, B)`` values (DRCORL Eq. 24).
+
+    A pessimistic (high) cost estimate where the members disagree, i.e. away from the data.
+    The standard deviation is the sample one (``n - 1`` in the denominator).
+    """
+    if values.shape[0] < 2:
+        raise ValueError("an upper confidence bound needs an ensemble of at least 2 members")
+    return values.mean(dim=0) + k * values.std(dim=0)

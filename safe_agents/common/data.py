@@ -36,6 +36,17 @@ def coerce_dataset(dataset: Any) -> Any:
     )
 
 
+DEFAULT_COST_LIMIT = 10.0  # OSRL's default episode cost limit
+
+
+def resolve_cost_limit(dataset: Any, cost_limit: float | None) -> float:
+    """The episode cost limit to train for: ``cost_limit`` if given, else the dataset's own
+    (its ``cost_limit`` metadata), else OSRL's default of 10."""
+    if cost_limit is not None:
+        return float(cost_limit)
+    return float(dataset.metadata.get("cost_limit", DEFAULT_COST_LIMIT))
+
+
 class TransitionBatch(NamedTuple):
     """A minibatch of transitions (tensors with a leading batch dimension)."""
 

@@ -200,3 +200,13 @@ class NoisePredictionNet(nn.Module):
     ) -> torch.Tensor:
         features = torch.cat([obs, noisy_actions, self.time_embedding(t)], dim=-1)
         return self.output(self.blocks(self.input(features)))
+
+
+class ScalarBuffer(nn.Module):
+    """One float kept as a buffer, so a dataset-dependent constant is saved with the weights."""
+
+    value: torch.Tensor
+
+    def __init__(self, value: float) -> None:
+        super().__init__()
+        self.register_buffer("value", torch.tensor(float(value)))

@@ -1,0 +1,558 @@
+"""DRCORL: a fast Gaussian policy, regularized by a diffusion behaviour model, with safe adaptation.
+
+"Diffusion-Regularized Constrained Offline RL" (paper ``002_c5f0c16c0055a987``). Diffusion is used
+only in training; ``predict`` is one MLP forward pass.
+
+1. Pretraining (``pretrain_steps``; Algorithm 1 lines 2-6): a diffusion behaviour model
+   ``eps_psi(a_t, t | s)`` (Eq. 5); the reward critic by IQL (twin ``Q_r``, ``V_r``, Eq. 17-18);
+   an ensemble of ``E = 4`` cost critics by TD with next actions from the policy and a
+   pessimism term ``alpha`` that pushes ``Q_c`` up on the policy's actions (Eq. 19); the policy
+   warm-started by behaviour cloning.
+2. Extraction (the remaining steps; lines 7-12): critics and diffusion model keep training; the
+   policy ``N(m(s), Sigma(s))``, ``a = m + Sigma^1/2 z``, follows the reward objective
+   ``Q_r - KL(pi || mu_psi) / beta`` (Eq. 20) or the cost objective ``-(Q_c - l) - KL / beta``
+   (Eq. 21). The KL's gradient goes through the diffusion model's score (Eq. 6-9, 23).
+3. Safe adaptation (Algorithms 2-3): the cost of the current policy is estimated offline as the
+   upper confidence bound of the cost ensemble (Eq. 24) on the minibatch's dataset states, turned
+   into an episode cost ``Q (1 - gamma) L`` and divided by the limit ``l``. Gradient manipulation
+   (default): reward gradient at ``<= 1 - h-``, cost gradient at ``>= 1 + h+``, in between the two
+   combined by Eq. 12; or CRPO switching at ``1 + h+``; or a PID-Lagrangian objective (Eq. 22).
+   The slacks shrink linearly to 0 over extraction (Appendix D.2).
+
+**Our reading and deviations** (the paper leaves these open; see the spec):
+
+- The KL gradient uses the score-distillation form: ``t`` uniform over the diffusion steps,
+  weight ``w(t) = sigma_t^2``, and the sampled noise subtracted as a control variate, i.e. the
+  surrogate ``<w(t) sqrt(abar_t) (eps_psi(a_t, t|s) - eps) / sigma_t, a>`` with the coefficient
+  detached (SRPO's estimator, which the authors' code uses), minus the entropy of the Gaussian
+  noised to the same level, weighted the same way (the un-noised entropy inflated the std). The behaviour model uses ``T = 50`` VP steps: it is
+  never sampled, so many steps cost nothing at inference and give it small noise levels.
+- Eq. 19's pessimism ``- alpha E_pi Q_c`` is nothing but a constant push upward on the policy's
+  actions, which nothing anchors away from the data; with Table 2's ``alpha = 0.2`` the cost
+  critic diverged on the toy task (TD loss 0.26 -> 106, episode-cost estimate 9 -> 139 in 4k
+  steps). ``cost_pessimism`` defaults to 0 and the UCB (``k = 2``) carries the pessimism.
+- Each cost critic bootstraps from its own target network, which keeps the ensemble's spread a
+  measure of uncertainty for the UCB. Episode ends by time limit are bootstrapped through
+  (they are not terminal), so ``Q_c ~ c / (1 - gamma)`` for a per-step cost rate ``c`` and the
+  episode estimate ``Q (1 - gamma) L`` of Appendix B.1 holds on average over the data's states,
+  up to edge effects of relative size ``1 / ((1 - gamma) L)``: fine for DSRL's 1000-step tasks at
+  ``gamma = 0.99``, but a 100-step task needs a shorter horizon (the toy benchmark uses 0.95;
+  at 0.99 the estimate there was 2.4x too low).
+- The reward term is divided by the batch mean of ``|Q_r|`` (TD3+BC / SRPO) and the cost term by
+  the limit in Q units ``l / ((1 - gamma) L)``, so ``beta`` weighs comparable quantities on every
+  task; the cost gradient uses the UCB of the ensemble, the estimate that decides the branch.
+- The policy mean is tanh-bounded to the action box.
+- Budget: the paper trains 2050 extraction steps after a pretraining it does not size; the
+  defaults are 100k pretraining + 10k extraction steps.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from safe_agents.baselines.bc import gaussian_bc_loss, mse_bc_loss
+from safe_agents.common.base import BaseAgent
+from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
+from safe_agents.common.critics import (
+    QEnsemble,
+    ValueNet,
+    expectile_loss,
+    make_target,
+    soft_update,
+    td_target,
+    upper_confidence_bound,
+)
+from safe_agents.common.data import TransitionBatch, resolve_cost_limit
+from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
+from safe_agents.common.lagrangian import PIDLagrangian
+from safe_agents.common.networks import (
+    DeterministicActor,
+    GaussianActor,
+    NoisePredictionNet,
+    ScalarBuffer,
+)
+
+POLICIES = ("gaussian", "constant_variance", "dirac")
+ADAPTATIONS = ("gradient", "crpo", "lagrangian")
+TEMPERATURE_SCHEDULES = ("constant", "sqrt", "linear")
+# What the safe adaptation did at a step; logged as train/branch (mean = the mix over the interval).
+REWARD, MANIPULATED, COST = "reward", "manipulated", "cost"
+BRANCH_CODES = {REWARD: 0.0, MANIPULATED: 1.0, COST: 2.0}
+
+
+@dataclass(kw_only=True)
+class DRCORLConfig(AgentConfig):
+    """DRCORL hyperparameters (paper Table 2 unless noted).
+
+    Attributes:
+        n_steps: pretraining plus extraction steps (110k: 100k + 10k).
+        pretrain_steps: steps of pretraining (diffusion model, critics, BC warm start).
+        batch_size: 256.
+        gamma / tau: discount (0.99) and target Polyak rate (0.005).
+        actor_learning_rate / critic_learning_rate: Adam (6e-4).
+        behaviour_learning_rate: Adam of the diffusion model (3e-4; not in the paper).
+        actor_hidden_sizes / critic_hidden_sizes: MLPs ((256, 256)).
+        policy: ``"gaussian"`` (state-dependent diagonal std, the default),
+            ``"constant_variance"`` (fixed ``policy_std``) or ``"dirac"`` (deterministic).
+        policy_std: the std of ``"constant_variance"`` (on ``[-1, 1]`` actions).
+        reward_expectile: IQL expectile of ``V_r`` (0.7, IQL's; the paper does not give it).
+        n_cost_critics: E, members of the cost ensemble (4).
+        ucb_k: k of the upper confidence bound (2.0).
+        cost_pessimism: alpha of Eq. 19 (0; the paper's 0.2 diverges, see above).
+        cost_limit: the episode cost limit ``l`` (None: the dataset's metadata, else 10).
+        episode_length: L of the episode-cost estimate (None: the dataset's mean episode length).
+        adaptation: ``"gradient"`` (Algorithm 3), ``"crpo"`` (Algorithm 2) or ``"lagrangian"``
+            (Eq. 22 with a PID multiplier).
+        slack_minus / slack_plus: h- and h+ in normalized-cost units at the start of extraction
+            (0.2); they shrink linearly to 0 by the end (CRPO uses ``slack_plus``).
+        temperature_schedule: ``"sqrt"`` (``beta_e = beta_0 sqrt(e)``, the paper's best),
+            ``"constant"`` (``beta_0``) or ``"linear"`` (``beta_0 e``), ``e`` the extraction epoch
+            counted from 1.
+        temperature: beta_0; larger trusts the critics more, smaller stays closer to the data.
+        temperature_epoch_steps: steps per epoch of the temperature schedule.
+        pid_gains: K_P, K_I, K_D of the Lagrangian mode ((0.1, 0.003, 0.001)).
+        diffusion_steps / beta_schedule: the behaviour model's schedule (50, ``"vp"``).
+        behaviour_width / behaviour_blocks: its LN-ResNet noise network (256, 3).
+    """
+
+    n_steps: int = 110_000
+    pretrain_steps: int = 100_000
+    batch_size: int = 256
+    gamma: float = 0.99
+    tau: float = 0.005
+    actor_learning_rate: float = 6e-4
+    critic_learning_rate: float = 6e-4
+    behaviour_learning_rate: float = 3e-4
+    actor_hidden_sizes: tuple[int, ...] = (256, 256)
+    critic_hidden_sizes: tuple[int, ...] = (256, 256)
+    policy: str = "gaussian"
+    policy_std: float = 0.1
+    reward_expectile: float = 0.7
+    n_cost_critics: int = 4
+    ucb_k: float = 2.0
+    cost_pessimism: float = 0.0
+    cost_limit: float | None = None
+    episode_length: int | None = None
+    adaptation: str = "gradient"
+    slack_minus: float = 0.2
+    slack_plus: float = 0.2
+    temperature_schedule: str = "sqrt"
+    temperature: float = 1.0
+    temperature_epoch_steps: int = 1000
+    pid_gains: tuple[float, float, float] = (0.1, 0.003, 0.001)
+    diffusion_steps: int = 50
+    beta_schedule: str = "vp"
+    behaviour_width: int = 256
+    behaviour_blocks: int = 3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in (
+            "actor_learning_rate",
+            "critic_learning_rate",
+            "behaviour_learning_rate",
+            "policy_std",
+            "temperature",
+            "temperature_epoch_steps",
+            "diffusion_steps",
+            "behaviour_width",
+            "behaviour_blocks",
+        ):
+            check_positive(name, getattr(self, name))
+        for name in ("pretrain_steps", "ucb_k", "cost_pessimism", "slack_minus", "slack_plus"):
+            check_positive(name, getattr(self, name), allow_zero=True)
+        if self.n_cost_critics < 2:
+            raise ValueError(
+                f"n_cost_critics must be >= 2 (the UCB needs a spread), got {self.n_cost_critics}"
+            )
+        if self.cost_limit is not None:
+            check_positive("cost_limit", self.cost_limit)
+        if self.episode_length is not None:
+            check_positive("episode_length", self.episode_length)
+        if len(self.pid_gains) != 3 or min(self.pid_gains) < 0:
+            raise ValueError(f"pid_gains must be three values >= 0, got {self.pid_gains}")
+        check_in_range("gamma", self.gamma, 0.0, 0.999999)
+        check_in_range("tau", self.tau, 0.0, 1.0)
+        check_in_range("reward_expectile", self.reward_expectile, 0.5, 1.0)
+        check_choice("policy", self.policy, POLICIES)
+        check_choice("adaptation", self.adaptation, ADAPTATIONS)
+        check_choice("temperature_schedule", self.temperature_schedule, TEMPERATURE_SCHEDULES)
+        check_choice("beta_schedule", self.beta_schedule, SCHEDULES)
+
+
+# ---------------------------------------------------------------------- the safe adaptation rules
+def adaptation_branch(
+    normalized_cost: float, slack_minus: float, slack_plus: float, adaptation: str = "gradient"
+) -> str:
+    """Which objective a step follows, given the estimated episode cost over the limit.
+
+    Gradient manipulation (Algorithm 3): ``reward`` at ``<= 1 - h-``, ``cost`` above
+    ``1 + h+``, ``manipulated`` in between. CRPO (Algorithm 2): ``reward`` up to ``1 + h+``,
+    else ``cost``.
+    """
+    if adaptation == "crpo":
+        return REWARD if normalized_cost <= 1.0 + slack_plus else COST
+    if adaptation != "gradient":
+        raise ValueError(f"adaptation must be 'gradient' or 'crpo' here, got {adaptation!r}")
+    if normalized_cost <= 1.0 - slack_minus:
+        return REWARD
+    if normalized_cost <= 1.0 + slack_plus:
+        return MANIPULATED
+    return COST
+
+
+def combine_gradients(
+    reward_grad: torch.Tensor, cost_grad: torch.Tensor
+) -> tuple[torch.Tensor, float]:
+    """Eq. 12: the update direction from a reward and a cost gradient, and their angle.
+
+    Below 90 degrees the two agree and are averaged. From 90 degrees on they conflict: each is
+    projected onto the normal plane of the other (``g_r+ = g_r - (g_r.g_c / |g_c|^2) g_c`` and
+    symmetrically) and the projections are averaged, so the step hurts neither objective to
+    first order.
+
+    Returns:
+        ``(g, angle_in_degrees)``.
+    """
+    dot = torch.dot(reward_grad, cost_grad)
+    reward_sq, cost_sq = reward_grad.dot(reward_grad), cost_grad.dot(cost_grad)
+    cosine = dot / (reward_sq.sqrt() * cost_sq.sqrt()).clamp(min=1e-12)
+    angle = math.degrees(math.acos(float(cosine.clamp(-1.0, 1.0))))
+    if dot > 0:
+        return 0.5 * (reward_grad + cost_grad), angle
+    reward_projected = reward_grad - dot / cost_sq.clamp(min=1e-12) * cost_grad
+    cost_projected = cost_grad - dot / reward_sq.clamp(min=1e-12) * reward_grad
+    return 0.5 * (reward_projected + cost_projected), angle
+
+
+def temperature_at(schedule: str, beta_0: float, epoch: int) -> float:
+    """beta at extraction epoch ``epoch`` (from 1): constant, ``beta_0 sqrt(e)`` or ``beta_0 e``."""
+    if schedule == "constant":
+        return beta_0
+    if schedule == "sqrt":
+        return beta_0 * math.sqrt(epoch)
+    if schedule == "linear":
+        return beta_0 * epoch
+    raise ValueError(f"temperature_schedule must be one of {TEMPERATURE_SCHEDULES}")
+
+
+def episode_cost_estimate(q_cost: float, gamma: float, episode_length: float) -> float:
+    """An episode's cost from a discounted cost value: ``Q (1 - gamma) L`` (Appendix B.1)."""
+    return q_cost * (1.0 - gamma) * episode_length
+
+
+def _flat_grad(loss: torch.Tensor, params: list[nn.Parameter], retain: bool) -> torch.Tensor:
+    grads = torch.autograd.grad(loss, params, retain_graph=retain, allow_unused=True)
+    return torch.cat(
+        [
+            (g if g is not None else torch.zeros_like(p)).reshape(-1)
+            for g, p in zip(grads, params, strict=True)
+        ]
+    )
+
+
+def _assign_grad(params: list[nn.Parameter], flat: torch.Tensor) -> None:
+    offset = 0
+    for param in params:
+        size = param.numel()
+        param.grad = flat[offset : offset + size].view_as(param).clone()
+        offset += size
+
+
+class DRCORL(BaseAgent):
+    """DRCORL: diffusion-regularized Gaussian policy with offline safe adaptation.
+
+    Besides the contract: :meth:`policy_distribution` (mean and std of the policy) and
+    :meth:`cost_estimate` (the UCB episode-cost estimate of the current policy on given states).
+    """
+
+    name = "drcorl"
+    config_class = DRCORLConfig
+    config: DRCORLConfig
+    actor: GaussianActor | DeterministicActor
+
+    def _build(self) -> None:
+        c = self.config
+        self.behaviour = NoisePredictionNet(
+            self.obs_dim,
+            self.act_dim,
+            c.behaviour_width,
+            c.behaviour_blocks,
+            dropout=0.0,
+            expansion=1,
+        )
+        self.scheduler = NoiseScheduler(c.diffusion_steps, c.beta_schedule)
+        self.reward_q = QEnsemble(self.obs_dim, self.act_dim, 2, c.critic_hidden_sizes)
+        self.reward_v = ValueNet(self.obs_dim, c.critic_hidden_sizes)
+        self.cost_q = QEnsemble(self.obs_dim, self.act_dim, c.n_cost_critics, c.critic_hidden_sizes)
+        self.reward_q_target = make_target(self.reward_q)
+        self.cost_q_target = make_target(self.cost_q)
+        if c.policy == "gaussian":
+            self.actor = GaussianActor(self.obs_dim, self.act_dim, c.actor_hidden_sizes)
+        else:
+            self.actor = DeterministicActor(self.obs_dim, self.act_dim, c.actor_hidden_sizes)
+        kp, ki, kd = c.pid_gains
+        self.lagrangian = PIDLagrangian(kp, ki, kd)
+        # Set from the training data (then saved): the limit l and the episode length L.
+        self.cost_limit = ScalarBuffer(0.0)
+        self.episode_length = ScalarBuffer(0.0)
+        critic_params = [
+            *self.reward_q.parameters(),
+            *self.reward_v.parameters(),
+            *self.cost_q.parameters(),
+        ]
+        self.optimizers = {
+            "behaviour": torch.optim.Adam(
+                self.behaviour.parameters(), lr=c.behaviour_learning_rate, foreach=True
+            ),
+            "critic": torch.optim.Adam(critic_params, lr=c.critic_learning_rate, foreach=True),
+            "actor": torch.optim.Adam(
+                self.actor.parameters(), lr=c.actor_learning_rate, foreach=True
+            ),
+        }
+
+    def _saved_modules(self) -> dict[str, nn.Module]:
+        return {
+            "behaviour": self.behaviour,
+            "reward_q": self.reward_q,
+            "reward_v": self.reward_v,
+            "cost_q": self.cost_q,
+            "reward_q_target": self.reward_q_target,
+            "cost_q_target": self.cost_q_target,
+            "actor": self.actor,
+            "lagrangian": self.lagrangian,
+            "cost_limit": self.cost_limit,
+            "episode_length": self.episode_length,
+        }
+
+    def _setup_training(self, dataset: Any) -> None:
+        if dataset.costs is None:
+            raise ValueError("DRCORL needs cost labels (the dataset's costs were stripped)")
+        if self.num_steps > 0:
+            return  # resumed: keep the constants the run started with
+        limit = resolve_cost_limit(dataset, self.config.cost_limit)
+        if limit <= 0:
+            raise ValueError(
+                "DRCORL compares the estimated episode cost with the limit as a ratio, so the "
+                f"cost limit must be > 0 (got {limit}); pass cost_limit=..."
+            )
+        lengths = [stop - start for start, stop in dataset.episode_bounds()]
+        length = self.config.episode_length or sum(lengths) / len(lengths)
+        self.cost_limit.value.fill_(limit)
+        self.episode_length.value.fill_(length)
+
+    # ------------------------------------------------------------------ the policy
+    def _policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Mean and (``None`` for Dirac) std of the policy on ``[-1, 1]`` actions."""
+        if isinstance(self.actor, GaussianActor):
+            distribution = self.actor.distribution(obs)
+            return distribution.mean, distribution.stddev
+        mean = self.actor(obs)
+        if self.config.policy == "dirac":
+            return mean, None
+        return mean, torch.full_like(mean, self.config.policy_std)
+
+    def _sample_policy(
+        self, obs: torch.Tensor, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``a = m + sigma z`` (reparameterized) and the std."""
+        mean, std = self._policy(obs)
+        if std is None:
+            return mean, None
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device)
+        return mean + std * noise, std
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        if deterministic:
+            return self._policy(obs)[0]
+        return self._sample_policy(obs, self.act_generator)[0]
+
+    # ------------------------------------------------------------------ training
+    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+        obs = self.obs_scaler(batch.obs)
+        next_obs = self.obs_scaler(batch.next_obs)
+        actions = self.action_scaler.normalize(batch.actions)
+        metrics = self._update_behaviour(obs, actions)
+        metrics.update(self._update_critics(batch, obs, next_obs, actions))
+        if self.num_steps < self.config.pretrain_steps:
+            metrics.update(self._clone_behaviour(obs, actions))
+        else:
+            metrics.update(self._extract_policy(obs))
+        return metrics
+
+    def _update_behaviour(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+        noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
+        loss = F.mse_loss(self.behaviour(noisy, t, obs), noise)
+        self.optimizers["behaviour"].zero_grad()
+        loss.backward()
+        self.optimizers["behaviour"].step()
+        return {"diffusion_loss": loss.item()}
+
+    def _update_critics(
+        self,
+        batch: TransitionBatch,
+        obs: torch.Tensor,
+        next_obs: torch.Tensor,
+        actions: torch.Tensor,
+    ) -> dict[str, float]:
+        c = self.config
+        # Time-limit ends are bootstrapped through: only true terminations stop the return.
+        terminal = batch.terminals
+        # Reward: IQL (Eq. 17-18).
+        with torch.no_grad():
+            reward_target = td_target(batch.rewards, self.reward_v(next_obs), terminal, c.gamma)
+            reward_q_min = self.reward_q_target(obs, actions).min(dim=0).values
+        reward_q_loss = ((self.reward_q(obs, actions) - reward_target) ** 2).mean(dim=1).sum()
+        reward_v_loss = expectile_loss(reward_q_min - self.reward_v(obs), c.reward_expectile)
+        # Cost: TD with the policy's next actions, each member on its own target (Eq. 19).
+        with torch.no_grad():
+            next_actions, _ = self._sample_policy(next_obs, self.train_generator)
+            policy_actions, _ = self._sample_policy(obs, self.train_generator)  # for Eq. 19
+            cost_target = td_target(
+                batch.costs, self.cost_q_target(next_obs, next_actions), terminal, c.gamma
+            )
+        cost_td_loss = ((self.cost_q(obs, actions) - cost_target) ** 2).mean(dim=1).sum()
+        cost_q_loss = cost_td_loss
+        if c.cost_pessimism > 0:  # Eq. 19's term: lift Q_c on the policy's actions
+            policy_cost_q = self.cost_q(obs, policy_actions).mean(dim=1).sum()
+            cost_q_loss = cost_q_loss - c.cost_pessimism * policy_cost_q
+        loss = reward_q_loss + reward_v_loss + cost_q_loss
+        self.optimizers["critic"].zero_grad()
+        loss.backward()
+        self.optimizers["critic"].step()
+        soft_update(self.reward_q_target, self.reward_q, c.tau)
+        soft_update(self.cost_q_target, self.cost_q, c.tau)
+        return {
+            "reward_q_loss": reward_q_loss.item(),
+            "reward_v_loss": reward_v_loss.item(),
+            "cost_td_loss": cost_td_loss.item(),
+        }
+
+    def _clone_behaviour(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+        """The warm start: behaviour cloning of the dataset's actions (Algorithm 1 line 3)."""
+        if isinstance(self.actor, GaussianActor):
+            loss = gaussian_bc_loss(self.actor.distribution(obs), actions)
+        else:
+            loss = mse_bc_loss(self.actor(obs), actions)
+        self.optimizers["actor"].zero_grad()
+        loss.backward()
+        self.optimizers["actor"].step()
+        return {"actor_bc_loss": loss.item()}
+
+    def _kl_surrogate(
+        self, obs: torch.Tensor, actions: torch.Tensor, std: torch.Tensor | None
+    ) -> torch.Tensor:
+        """A loss whose gradient is the (noise-smoothed) ``grad KL(pi || mu_psi)`` (Eq. 8-9).
+
+        Cross entropy: ``-grad_a log mu_t(a_t) = sqrt(abar_t) eps_psi(a_t, t | s) / sigma_t`` by
+        the chain rule through ``a_t = sqrt(abar_t) a + sigma_t eps``; weighted by
+        ``w(t) = sigma_t^2``, with ``eps`` subtracted (zero mean, lowers the variance) and the
+        coefficient detached. Entropy: closed form (Eq. 6) for the policy noised to level ``t``,
+        ``0.5 sum log(abar_t std^2 + sigma_t^2)``, weighted alike, so both terms describe the
+        same smoothed KL.
+        """
+        t = torch.randint(
+            self.scheduler.num_train_timesteps,
+            (len(obs),),
+            generator=self.train_generator,
+            device=obs.device,
+        )
+        noise = torch.randn(actions.shape, generator=self.train_generator, device=obs.device)
+        abar = self.scheduler.alphas_cumprod.to(obs.device)[t].unsqueeze(-1)  # (B, 1)
+        sigma = (1.0 - abar).sqrt()
+        noisy = abar.sqrt() * actions.detach() + sigma * noise
+        with torch.no_grad():
+            predicted = self.behaviour(noisy, t, obs)
+            coefficient = sigma * abar.sqrt() * (predicted - noise)  # w(t) * score term
+        cross_entropy = (coefficient * actions).sum(dim=-1)
+        if std is None or self.config.policy == "constant_variance":
+            return cross_entropy.mean()  # no entropy to trade (fixed or zero variance)
+        # The entropy of the policy smoothed to the same noise level, N(sqrt(abar) m, abar S + sigma^2):
+        # log(std) alone would outweigh the smoothed cross entropy and inflate the std.
+        entropy = 0.5 * torch.log(abar * std**2 + sigma**2).sum(dim=-1)
+        return (cross_entropy - sigma.squeeze(-1) ** 2 * entropy).mean()
+
+    def _extract_policy(self, obs: torch.Tensor) -> dict[str, float]:
+        c = self.config
+        step = self.num_steps - c.pretrain_steps
+        span = max(self.total_steps - c.pretrain_steps, 1)
+        shrink = max(1.0 - step / span, 0.0)
+        slack_minus, slack_plus = c.slack_minus * shrink, c.slack_plus * shrink
+        beta = temperature_at(
+            c.temperature_schedule, c.temperature, 1 + step // c.temperature_epoch_steps
+        )
+        limit = float(self.cost_limit.value)
+        length = float(self.episode_length.value)
+        q_limit = limit / ((1.0 - c.gamma) * length)  # the limit in Q units
+
+        actions, std = self._sample_policy(obs, self.train_generator)
+        reward_q = self.reward_q(obs, actions).min(dim=0).values
+        cost_ucb = upper_confidence_bound(self.cost_q(obs, actions), c.ucb_k)
+        kl = self._kl_surrogate(obs, actions, std)
+        reward_loss = -(reward_q / reward_q.abs().mean().detach().clamp(min=1e-6)).mean()
+        cost_loss = (cost_ucb / q_limit).mean()
+        episode_cost = episode_cost_estimate(cost_ucb.mean().item(), c.gamma, length)
+        normalized_cost = episode_cost / limit
+
+        params = list(self.actor.parameters())
+        metrics = {
+            "ucb_episode_cost": episode_cost,
+            "normalized_cost": normalized_cost,
+            "beta": beta,
+            "slack": slack_plus,
+            "kl_surrogate": kl.item(),
+            "policy_q_reward": reward_q.mean().item(),
+        }
+        if c.adaptation == "lagrangian":
+            multiplier = self.lagrangian.update(episode_cost, limit)
+            loss = reward_loss + multiplier * cost_loss + kl / beta
+            direction = _flat_grad(loss, params, retain=False)
+            metrics["lagrange_multiplier"] = multiplier
+        else:
+            branch = adaptation_branch(normalized_cost, slack_minus, slack_plus, c.adaptation)
+            if branch == REWARD:
+                direction = _flat_grad(reward_loss + kl / beta, params, retain=False)
+            elif branch == COST:
+                direction = _flat_grad(cost_loss + kl / beta, params, retain=False)
+            else:
+                reward_grad = _flat_grad(reward_loss + kl / beta, params, retain=True)
+                cost_grad = _flat_grad(cost_loss + kl / beta, params, retain=False)
+                direction, metrics["gradient_angle"] = combine_gradients(reward_grad, cost_grad)
+            metrics["branch"] = BRANCH_CODES[branch]
+            for name in BRANCH_CODES:
+                metrics[f"branch_{name}"] = float(branch == name)
+        _assign_grad(params, direction)
+        self.optimizers["actor"].step()
+        return metrics
+
+    # ------------------------------------------------------------------ inspection
+    def policy_distribution(self, observation: Any) -> tuple[Any, Any]:
+        """``(mean, std)`` of the policy in environment units (std 0 for a Dirac policy).
+
+        One observation gives ``(act_dim,)`` arrays, a batch ``(B, act_dim)``.
+        """
+        obs, single = self._check_observation(observation)
+        with torch.no_grad():
+            mean, std = self._policy(self.obs_scaler(torch.as_tensor(obs, device=self.device)))
+            half_range = 0.5 * (self.action_scaler.high - self.action_scaler.low)
+            env_mean = self.action_scaler.denormalize(mean).cpu().numpy()
+            env_std = (std * half_range).cpu().numpy() if std is not None else 0.0 * env_mean
+        return (env_mean[0], env_std[0]) if single else (env_mean, env_std)
+
+    def cost_estimate(self, observations: Any) -> float:
+        """The UCB episode-cost estimate of the deterministic policy on these states."""
+        obs, _ = self._check_observation(observations)
+        with torch.no_grad():
+            tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
+            q = upper_confidence_bound(
+                self.cost_q(tensor, self._policy(tensor)[0]), self.config.ucb_k
+            )
+        return episode_cost_estimate(
+            q.mean().item(), self.config.gamma, float(self.episode_length.value)
+        )
