@@ -25,8 +25,9 @@ only in training; ``predict`` is one MLP forward pass.
   weight ``w(t) = sigma_t^2``, and the sampled noise subtracted as a control variate, i.e. the
   surrogate ``<w(t) sqrt(abar_t) (eps_psi(a_t, t|s) - eps) / sigma_t, a>`` with the coefficient
   detached (SRPO's estimator, which the authors' code uses), minus the entropy of the Gaussian
-  noised to the same level, weighted the same way (the un-noised entropy inflated the std). The behaviour model uses ``T = 50`` VP steps: it is
-  never sampled, so many steps cost nothing at inference and give it small noise levels.
+  noised to the same level, weighted the same way (the un-noised entropy inflated the std). The
+  behaviour model uses ``T = 50`` VP steps: it is never sampled, so many steps cost nothing at
+  inference and give it small noise levels.
 - Eq. 19's pessimism ``- alpha E_pi Q_c`` is nothing but a constant push upward on the policy's
   actions, which nothing anchors away from the data; with Table 2's ``alpha = 0.2`` the cost
   critic diverged on the toy task (TD loss 0.26 -> 106, episode-cost estimate 9 -> 139 in 4k
@@ -42,6 +43,9 @@ only in training; ``predict`` is one MLP forward pass.
   the limit in Q units ``l / ((1 - gamma) L)``, so ``beta`` weighs comparable quantities on every
   task; the cost gradient uses the UCB of the ensemble, the estimate that decides the branch.
 - The policy mean is tanh-bounded to the action box.
+- The temperature: the paper's best schedule is ``beta = 0.01 sqrt(e)`` on raw ``Q_r``; since
+  the reward term here is divided by ``mean |Q_r|`` (order 1), ``beta_0 = 1`` is the default
+  (``temperature``), with the paper's ``sqrt`` growth.
 - Budget: the paper trains 2050 extraction steps after a pretraining it does not size; the
   defaults are 100k pretraining + 10k extraction steps.
 """
@@ -473,8 +477,9 @@ class DRCORL(BaseAgent):
         cross_entropy = (coefficient * actions).sum(dim=-1)
         if std is None or self.config.policy == "constant_variance":
             return cross_entropy.mean()  # no entropy to trade (fixed or zero variance)
-        # The entropy of the policy smoothed to the same noise level, N(sqrt(abar) m, abar S + sigma^2):
-        # log(std) alone would outweigh the smoothed cross entropy and inflate the std.
+        # The entropy of the policy smoothed to the same noise level,
+        # N(sqrt(abar) m, abar S + sigma^2): log(std) alone would outweigh the smoothed cross
+        # entropy and inflate the std.
         entropy = 0.5 * torch.log(abar * std**2 + sigma**2).sum(dim=-1)
         return (cross_entropy - sigma.squeeze(-1) ** 2 * entropy).mean()
 
