@@ -9,7 +9,10 @@ Subclasses declare ``name`` and ``config_class`` and implement four hooks:
 - ``_saved_modules() -> dict[str, nn.Module]``: everything whose weights define the agent.
 
 Optionally ``_prepare_dataset(dataset)`` (e.g. BC-Safe keeps safe episodes) and
-``_setup_training(dataset)`` (dataset-dependent constants) run at the start of ``learn_offline``.
+``_setup_training(dataset)`` (dataset-dependent constants) run at the start of ``learn_offline``;
+``_sample_batch()`` draws each step's minibatch (default: uniform transitions; sequence models
+draw trajectory segments); ``_act_in_context(obs, state, episode_start, deterministic)`` lets an
+agent with a context across steps (CDT) carry it through ``predict``'s ``state``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from torch import nn
 from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
 from safe_agents.common.config import AgentConfig
-from safe_agents.common.data import TransitionBatch, TransitionSampler, coerce_dataset
+from safe_agents.common.data import TransitionSampler, coerce_dataset
 from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.logger import Logger
 from safe_agents.common.networks import ActionScaler, ObservationScaler
@@ -106,7 +109,7 @@ class BaseAgent:
     def _build(self) -> None:
         raise NotImplementedError
 
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: Any) -> dict[str, float]:
         raise NotImplementedError
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
@@ -121,6 +124,20 @@ class BaseAgent:
 
     def _setup_training(self, dataset: Any) -> None:
         """Dataset-dependent set-up before the first step (default: nothing)."""
+
+    def _sample_batch(self) -> Any:
+        """The minibatch of one gradient step (default: uniform transitions)."""
+        return self.sampler.sample(self.config.batch_size)
+
+    def _act_in_context(
+        self,
+        obs: torch.Tensor,
+        state: Any,
+        episode_start: np.ndarray | None,
+        deterministic: bool,
+    ) -> tuple[torch.Tensor, Any]:
+        """Actions and the next ``state``; Markov agents ignore the context."""
+        return self._act(obs, deterministic), state
 
     # ------------------------------------------------------------------ public API
     def learn_offline(
@@ -184,7 +201,7 @@ class BaseAgent:
         interval_start, interval_steps = time.perf_counter(), 0
         try:
             while self.num_steps < total:
-                metrics = self._train_step(self.sampler.sample(self.config.batch_size))
+                metrics = self._train_step(self._sample_batch())
                 self.num_steps += 1
                 interval_steps += 1
                 for key, value in metrics.items():
@@ -230,8 +247,10 @@ class BaseAgent:
         obs, single = self._check_observation(observation)
         with torch.no_grad():
             tensor = torch.as_tensor(obs, device=self.device)
-            scaled = self._act(self.obs_scaler(tensor), deterministic).clamp(-1.0, 1.0)
-            raw = self.action_scaler.denormalize(scaled).cpu().numpy()
+            scaled, state = self._act_in_context(
+                self.obs_scaler(tensor), state, episode_start, deterministic
+            )
+            raw = self.action_scaler.denormalize(scaled.clamp(-1.0, 1.0)).cpu().numpy()
         actions = np.clip(raw, self.action_space.low, self.action_space.high).astype(np.float32)
         return (actions[0].reshape(self.action_space.shape) if single else actions), state
 

@@ -1,4 +1,5 @@
-"""The PID Lagrange multiplier of Stooke et al. (2020), shared by the Lagrangian agents.
+"""The PID Lagrange multiplier of Stooke et al. (2020), shared by the Lagrangian agents, and the
+conversion of an episode cost limit into the units of a discounted cost critic.
 
 A plain gradient-ascent multiplier oscillates around the cost limit; adding a proportional and a
 derivative term damps it. With ``error = cost - limit``:
@@ -52,3 +53,22 @@ class PIDLagrangian(nn.Module):
         self.multiplier.fill_(min(max(value, 0.0), self.max_multiplier))
         self.previous_cost.fill_(cost)
         return float(self.multiplier)
+
+
+def cost_limit_in_q_units(cost_limit: float, gamma: float, episode_length: float) -> float:
+    """The threshold on a discounted cost value ``Q_c`` that matches an episode cost limit.
+
+    ``kappa (1 - gamma^L) / ((1 - gamma) L)``: an episode of length ``L`` spending its budget
+    ``kappa`` evenly, ``kappa / L`` per step, has this discounted value at its start (OSRL's
+    ``qc_thres``; the design's shared conversion for Lagrangian and Q-cost methods).
+
+    Raises:
+        ValueError: a negative limit, ``gamma`` outside ``[0, 1)`` or a length below 1.
+    """
+    if cost_limit < 0:
+        raise ValueError(f"cost_limit must be >= 0, got {cost_limit}")
+    if not 0.0 <= gamma < 1.0:
+        raise ValueError(f"gamma must be in [0, 1), got {gamma}")
+    if episode_length < 1:
+        raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+    return cost_limit * (1.0 - gamma**episode_length) / ((1.0 - gamma) * episode_length)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "mish": nn.Mish, "silu": nn.SiLU}
@@ -131,6 +132,72 @@ class GaussianActor(nn.Module):
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.distribution(obs).mean
+
+
+class ConditionalVAE(nn.Module):
+    """A state-conditioned VAE of the behaviour policy's actions (BCQ; used by BCQ-Lag and CPQ).
+
+    Encoder ``(s, a) -> N(mu, sigma)`` over a latent of ``latent_dim`` (BCQ: ``2 act_dim``),
+    decoder ``(s, z) -> tanh(.)`` in ``[-1, 1]``. Sampling from the prior clips ``z`` to
+    ``[-latent_clip, latent_clip]`` (BCQ's 0.5), which keeps decoded actions near the data's mode.
+    """
+
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        latent_dim: int,
+        hidden_sizes: Sequence[int] = (750, 750),
+        latent_clip: float = 0.5,
+    ) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.latent_clip = latent_clip
+        self.encoder = mlp(obs_dim + act_dim, 2 * latent_dim, hidden_sizes)
+        self.decoder = mlp(obs_dim + latent_dim, act_dim, hidden_sizes, output_activation="tanh")
+
+    def encode(self, obs: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std of ``q(z | s, a)``."""
+        mean, log_std = self.encoder(torch.cat([obs, actions], dim=-1)).chunk(2, dim=-1)
+        return mean, log_std.clamp(-4.0, 15.0).exp()
+
+    def decode(
+        self,
+        obs: torch.Tensor,
+        latent: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Actions for ``obs`` from ``latent``, or from a clipped prior sample when None."""
+        if latent is None:
+            shape = (len(obs), self.latent_dim)
+            latent = torch.randn(shape, generator=generator, device=obs.device)
+            latent = latent.clamp(-self.latent_clip, self.latent_clip)
+        return self.decoder(torch.cat([obs, latent], dim=-1))
+
+    def forward(
+        self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstructed actions, and the posterior's mean and std."""
+        mean, std = self.encode(obs, actions)
+        noise = torch.randn(mean.shape, generator=generator, device=obs.device)
+        return self.decode(obs, mean + std * noise), mean, std
+
+
+def vae_loss(
+    reconstructed: torch.Tensor,
+    actions: torch.Tensor,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    kl_weight: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCQ's VAE loss: reconstruction MSE plus ``kl_weight`` times ``KL(q(z|s,a) || N(0, I))``.
+
+    Returns:
+        ``(loss, kl)``, the KL averaged over the batch and summed over latent dimensions.
+    """
+    reconstruction = F.mse_loss(reconstructed, actions)
+    kl = (-torch.log(std) + 0.5 * (std**2 + mean**2) - 0.5).sum(dim=-1).mean()
+    return reconstruction + kl_weight * kl, kl
 
 
 class FourierTimeFeatures(nn.Module):
