@@ -30,6 +30,47 @@ def as_callable(policy: Policy, deterministic: bool = True) -> Callable[[np.ndar
     )
 
 
+class _EpisodeActor:
+    """Acts for one environment, threading ``predict``'s ``state`` through an episode.
+
+    Policies with ``predict`` get SB3's ``state`` and ``episode_start`` (True at an episode's
+    first step), so agents with a context across steps (CDT) keep it; Markov agents hand the
+    state back unchanged. A policy with ``record_outcome(state, reward, cost) -> state`` is
+    told each step's reward and the cost the environment reports in ``info["cost"]`` (0 when a
+    :class:`envs.StripCost` hides it from the agent). Plain callables are called as they are.
+    """
+
+    def __init__(self, policy: Policy, deterministic: bool) -> None:
+        self.policy: Any = policy
+        self.deterministic = deterministic
+        self.has_predict = hasattr(policy, "predict")
+        self.record = getattr(policy, "record_outcome", None) if self.has_predict else None
+        self.act = None if self.has_predict else as_callable(policy, deterministic)
+        self.start()
+
+    def start(self) -> None:
+        """The next call is the first step of a new episode."""
+        self.state: Any = None
+        self.episode_start = True
+
+    def __call__(self, obs: np.ndarray) -> np.ndarray:
+        if self.act is not None:
+            return self.act(obs)
+        action, self.state = self.policy.predict(
+            obs,
+            state=self.state,
+            episode_start=np.array([self.episode_start]),
+            deterministic=self.deterministic,
+        )
+        self.episode_start = False
+        return action
+
+    def observe(self, reward: float, info: dict[str, Any]) -> None:
+        """Pass the step's outcome to a policy that counts it (CDT's returns-to-go)."""
+        if self.record is not None and self.state is not None:
+            self.state = self.record(self.state, float(reward), float(info.get("cost", 0.0)))
+
+
 def _clip(action: Any, space: gym.Space) -> np.ndarray:
     action = np.asarray(action, dtype=np.float32).reshape(space.shape or ())
     if isinstance(space, gym.spaces.Box):
@@ -52,7 +93,8 @@ def evaluate(
     start states.
 
     Args:
-        policy: a callable ``obs -> action`` or an object with SB3-style ``predict``.
+        policy: a callable ``obs -> action`` or an object with SB3-style ``predict`` (its
+            ``state`` is carried through each episode; see :class:`_EpisodeActor`).
         env: the environment (its costs may be hidden by :class:`envs.StripCost`).
         n_episodes: number of episodes.
         seed: seed of the first episode.
@@ -66,16 +108,18 @@ def evaluate(
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
-    act = as_callable(policy, deterministic)
+    act = _EpisodeActor(policy, deterministic)
     normalizer = resolve_normalizer(env, cost_limit=cost_limit)
     results: dict[str, list[float]] = {"return": [], "cost": [], "length": []}
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
+        act.start()
         episode_return = episode_cost = 0.0
         length = 0
         done = False
         while not done:
             obs, reward, terminated, truncated, info = env.step(_clip(act(obs), env.action_space))
+            act.observe(float(reward), info)
             episode_return += float(reward)
             episode_cost += step_cost(env, info)
             length += 1
@@ -113,15 +157,17 @@ def collect_episodes(
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
-    act = as_callable(policy, deterministic)
+    act = _EpisodeActor(policy, deterministic)
     episodes = []
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
+        act.start()
         observations, actions, rewards, costs = [np.asarray(obs, dtype=np.float32)], [], [], []
         done = terminated = False
         while not done:
             action = _clip(act(obs), env.action_space)
             obs, reward, terminated, truncated, info = env.step(action)
+            act.observe(float(reward), info)
             observations.append(np.asarray(obs, dtype=np.float32))
             actions.append(action)
             rewards.append(float(reward))

@@ -7,7 +7,7 @@
 
 __version__ = "0.1.0"
 
-from safe_agents.baselines import BCAll, BCSafe  # noqa: E402  (registers the agents)
+from safe_agents.baselines import CDT, CPQ, BCAll, BCQLag, BCSafe, COptiDICE  # noqa: E402  (registers the agents)
 from safe_agents.common import (  # noqa: E402
     AgentLoadError,
     BaseAgent,
@@ -30,7 +30,11 @@ def load_agent(path, device: str = "auto") -> BaseAgent:
 __all__ = [
     "AgentLoadError",
     "BCAll",
+    "BCQLag",
+    "CPQ",
     "BCSafe",
+    "CDT",
+    "COptiDICE",
     "DRCORL",
     "FISOR",
     "SPI",

@@ -66,6 +66,7 @@ from safe_agents.common.config import AgentConfig, check_choice, check_in_range,
 from safe_agents.common.critics import (
     QEnsemble,
     ValueNet,
+    ensemble_td_loss,
     expectile_loss,
     make_target,
     soft_update,
@@ -412,7 +413,7 @@ class DRCORL(BaseAgent):
         with torch.no_grad():
             reward_target = td_target(batch.rewards, self.reward_v(next_obs), terminal, c.gamma)
             reward_q_min = self.reward_q_target(obs, actions).min(dim=0).values
-        reward_q_loss = ((self.reward_q(obs, actions) - reward_target) ** 2).mean(dim=1).sum()
+        reward_q_loss = ensemble_td_loss(self.reward_q(obs, actions), reward_target)
         reward_v_loss = expectile_loss(reward_q_min - self.reward_v(obs), c.reward_expectile)
         # Cost: TD with the policy's next actions, each member on its own target (Eq. 19).
         with torch.no_grad():
@@ -421,7 +422,7 @@ class DRCORL(BaseAgent):
             cost_target = td_target(
                 batch.costs, self.cost_q_target(next_obs, next_actions), terminal, c.gamma
             )
-        cost_td_loss = ((self.cost_q(obs, actions) - cost_target) ** 2).mean(dim=1).sum()
+        cost_td_loss = ensemble_td_loss(self.cost_q(obs, actions), cost_target)
         cost_q_loss = cost_td_loss
         if c.cost_pessimism > 0:  # Eq. 19's term: lift Q_c on the policy's actions
             policy_cost_q = self.cost_q(obs, policy_actions).mean(dim=1).sum()

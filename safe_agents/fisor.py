@@ -50,6 +50,7 @@ from safe_agents.common.critics import (
     QEnsemble,
     ValueNet,
     candidate_values,
+    ensemble_td_loss,
     expectile_loss,
     make_target,
     reachability_target,
@@ -258,7 +259,7 @@ class FISOR(SafetyCriticAgent):
         with torch.no_grad():
             q_h_target = reachability_target(h, self.feasibility_v(next_obs), done, c.gamma)
             q_h_pessimistic = self.feasibility_q_target(obs, actions).max(dim=0).values
-        q_h_loss = ((self.feasibility_q(obs, actions) - q_h_target) ** 2).mean(dim=1).sum()
+        q_h_loss = ensemble_td_loss(self.feasibility_q(obs, actions), q_h_target)
         v_h = self.feasibility_v(obs)
         v_h_loss = reversed_expectile_loss(q_h_pessimistic - v_h, c.feasibility_expectile)
 
@@ -266,7 +267,7 @@ class FISOR(SafetyCriticAgent):
         with torch.no_grad():
             q_r_target = td_target(rewards, self.reward_v(next_obs), done, c.gamma)
             q_r_conservative = self.reward_q_target(obs, actions).min(dim=0).values
-        q_r_loss = ((self.reward_q(obs, actions) - q_r_target) ** 2).mean(dim=1).sum()
+        q_r_loss = ensemble_td_loss(self.reward_q(obs, actions), q_r_target)
         v_r_loss = expectile_loss(q_r_conservative - self.reward_v(obs), c.reward_expectile)
 
         critic_loss = q_h_loss + v_h_loss + q_r_loss + v_r_loss

@@ -24,6 +24,28 @@ STEPS = 40
 FAST_HYPERPARAMETERS: dict[str, dict] = {
     "bc_all": {"batch_size": 64, "hidden_sizes": (64, 64)},
     "bc_safe": {"batch_size": 64, "hidden_sizes": (64, 64)},
+    "bcq_lag": {
+        "batch_size": 64,
+        "actor_hidden_sizes": (32, 32),
+        "critic_hidden_sizes": (32, 32),
+        "vae_hidden_sizes": (32, 32),
+        "n_sampled_actions": 4,
+    },
+    "cdt": {
+        "batch_size": 16,
+        "embedding_dim": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "seq_len": 4,
+        "episode_len": 100,
+    },
+    "cpq": {
+        "batch_size": 64,
+        "actor_hidden_sizes": (32, 32),
+        "critic_hidden_sizes": (32, 32),
+        "vae_hidden_sizes": (32, 32),
+        "n_sampled_actions": 4,
+    },
     "fisor": {
         "batch_size": 64,
         "actor_batch_size": 64,
@@ -47,6 +69,11 @@ FAST_HYPERPARAMETERS: dict[str, dict] = {
         "actor_width": 32,
         "actor_blocks": 1,
         "n_candidates": 4,
+    },
+    "coptidice": {
+        "batch_size": 64,
+        "actor_hidden_sizes": (32, 32),
+        "critic_hidden_sizes": (32, 32),
     },
 }
 

@@ -122,11 +122,7 @@ class BCAll(BaseAgent):
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if isinstance(self.actor, DeterministicActor) or deterministic:
             return self.actor(obs)
-        distribution = self.actor.distribution(obs)
-        noise = torch.randn(
-            distribution.mean.shape, generator=self.act_generator, device=obs.device
-        )
-        return distribution.mean + distribution.stddev * noise
+        return self.actor.sample(obs, self.act_generator)
 
     def _saved_modules(self) -> dict[str, nn.Module]:
         return {"actor": self.actor}

@@ -88,6 +88,11 @@ def td_target(
     return rewards + gamma * (1.0 - done) * next_value
 
 
+def ensemble_td_loss(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Each member's mean squared TD error, summed: ``(members, B)`` values, ``(B,)`` target."""
+    return ((values - target) ** 2).mean(dim=1).sum()
+
+
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 

@@ -47,6 +47,11 @@ def resolve_cost_limit(dataset: Any, cost_limit: float | None) -> float:
     return float(dataset.metadata.get("cost_limit", DEFAULT_COST_LIMIT))
 
 
+def longest_episode(dataset: Any) -> int:
+    """The number of steps of the dataset's longest episode (the task's horizon ``L``)."""
+    return max(stop - start for start, stop in dataset.episode_bounds())
+
+
 class TransitionBatch(NamedTuple):
     """A minibatch of transitions (tensors with a leading batch dimension)."""
 

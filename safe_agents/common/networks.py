@@ -133,6 +133,12 @@ class GaussianActor(nn.Module):
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.distribution(obs).mean
 
+    def sample(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Reparameterized actions ``m(s) + sigma(s) z`` (gradients flow; not clamped)."""
+        distribution = self.distribution(obs)
+        noise = torch.randn(distribution.mean.shape, generator=generator, device=obs.device)
+        return distribution.mean + distribution.stddev * noise
+
 
 class ConditionalVAE(nn.Module):
     """A state-conditioned VAE of the behaviour policy's actions (BCQ; used by BCQ-Lag and CPQ).
