@@ -73,7 +73,7 @@ from safe_agents.common.critics import (
     td_target,
     upper_confidence_bound,
 )
-from safe_agents.common.data import TransitionBatch, resolve_cost_limit
+from safe_agents.common.data import TransitionBatch, require_costs, resolve_cost_limit
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
 from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import (
@@ -337,8 +337,7 @@ class DRCORL(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        if dataset.costs is None:
-            raise ValueError("DRCORL needs cost labels (the dataset's costs were stripped)")
+        require_costs(dataset, "DRCORL")
         if self.num_steps > 0:
             return  # resumed: keep the constants the run started with
         limit = resolve_cost_limit(dataset, self.config.cost_limit)

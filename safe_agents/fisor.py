@@ -58,7 +58,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch
+from safe_agents.common.data import TransitionBatch, require_costs
 from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.networks import NoisePredictionNet, ScalarBuffer
 
@@ -239,8 +239,7 @@ class FISOR(SafetyCriticAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        if dataset.costs is None:
-            raise ValueError("FISOR needs cost labels (the dataset's costs were stripped)")
+        require_costs(dataset, "FISOR")
         if self.num_steps == 0:
             returns = dataset.episode_returns()
             spread = float(returns.max() - returns.min())

@@ -44,8 +44,8 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, longest_episode, resolve_cost_limit
-from safe_agents.common.lagrangian import PIDLagrangian, cost_limit_in_q_units
+from safe_agents.common.data import TransitionBatch, q_cost_limit, require_costs
+from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import ConditionalVAE, ScalarBuffer, mlp, vae_loss
 
 
@@ -185,13 +185,13 @@ class BCQLag(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        if dataset.costs is None:
-            raise ValueError("BCQ-Lag needs cost labels (the dataset's costs were stripped)")
+        require_costs(dataset, "BCQ-Lag")
         if self.num_steps > 0:
             return  # resumed: keep the threshold the run started with
-        limit = resolve_cost_limit(dataset, self.config.cost_limit)
-        length = self.config.episode_length or longest_episode(dataset)
-        self.q_cost_limit.value.fill_(cost_limit_in_q_units(limit, self.config.gamma, length))
+        c = self.config
+        self.q_cost_limit.value.fill_(
+            q_cost_limit(dataset, c.cost_limit, c.gamma, c.episode_length)
+        )
 
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config

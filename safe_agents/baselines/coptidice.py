@@ -71,8 +71,7 @@ from torch import nn
 from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
 from safe_agents.common.critics import ValueNet
-from safe_agents.common.data import TransitionBatch, longest_episode, resolve_cost_limit
-from safe_agents.common.lagrangian import cost_limit_in_q_units
+from safe_agents.common.data import TransitionBatch, q_cost_limit, require_costs
 from safe_agents.common.networks import GaussianActor, ScalarBuffer
 
 F_DIVERGENCES = ("softchi", "chi2", "kl")
@@ -346,8 +345,7 @@ class COptiDICE(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        if dataset.costs is None:
-            raise ValueError("COptiDICE needs cost labels (the dataset's costs were stripped)")
+        require_costs(dataset, "COptiDICE")
         bounds = dataset.episode_bounds()
         starts = torch.as_tensor([start for start, _ in bounds], device=self.device)
         self.initial_obs = self.sampler.obs[starts]  # (n_episodes, obs_dim), raw units
@@ -358,10 +356,10 @@ class COptiDICE(BaseAgent):
             self.action_noise_std = noise * scaled_actions.std(dim=0)
         if self.num_steps > 0:
             return  # resumed: keep the threshold the run started with
-        limit = resolve_cost_limit(dataset, self.config.cost_limit)
-        length = self.config.episode_length or longest_episode(dataset)
-        gamma = self.config.gamma
-        self.cost_threshold.value.fill_((1.0 - gamma) * cost_limit_in_q_units(limit, gamma, length))
+        c = self.config
+        # E_D[w c] is a normalized (per-step) cost: the Q-unit limit times (1 - gamma).
+        in_q_units = q_cost_limit(dataset, c.cost_limit, c.gamma, c.episode_length)
+        self.cost_threshold.value.fill_((1.0 - c.gamma) * in_q_units)
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:

@@ -51,8 +51,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, longest_episode, resolve_cost_limit
-from safe_agents.common.lagrangian import cost_limit_in_q_units
+from safe_agents.common.data import TransitionBatch, q_cost_limit, require_costs
 from safe_agents.common.networks import ConditionalVAE, GaussianActor, ScalarBuffer, vae_loss
 
 
@@ -186,13 +185,13 @@ class CPQ(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        if dataset.costs is None:
-            raise ValueError("CPQ needs cost labels (the dataset's costs were stripped)")
+        require_costs(dataset, "CPQ")
         if self.num_steps > 0:
             return  # resumed: keep the threshold the run started with
-        limit = resolve_cost_limit(dataset, self.config.cost_limit)
-        length = self.config.episode_length or longest_episode(dataset)
-        self.q_cost_limit.value.fill_(cost_limit_in_q_units(limit, self.config.gamma, length))
+        c = self.config
+        self.q_cost_limit.value.fill_(
+            q_cost_limit(dataset, c.cost_limit, c.gamma, c.episode_length)
+        )
 
     def _sample_policy(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Reparameterized actions ``m + sigma z``, clamped to ``[-1, 1]``."""

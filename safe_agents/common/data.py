@@ -16,6 +16,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from safe_agents.common.lagrangian import cost_limit_in_q_units
+
 
 def coerce_dataset(dataset: Any) -> Any:
     """Return an ``envs.OfflineDataset`` for any accepted input.
@@ -50,6 +52,26 @@ def resolve_cost_limit(dataset: Any, cost_limit: float | None) -> float:
 def longest_episode(dataset: Any) -> int:
     """The number of steps of the dataset's longest episode (the task's horizon ``L``)."""
     return max(stop - start for start, stop in dataset.episode_bounds())
+
+
+def require_costs(dataset: Any, algorithm: str) -> None:
+    """Raise a clear error when an algorithm that learns from costs gets a cost-free dataset."""
+    if dataset.costs is None:
+        raise ValueError(f"{algorithm} needs cost labels (the dataset's costs were stripped)")
+
+
+def q_cost_limit(
+    dataset: Any, cost_limit: float | None, gamma: float, episode_length: int | None
+) -> float:
+    """The episode cost limit as a threshold on discounted cost values.
+
+    ``cost_limit`` (else the dataset's, see :func:`resolve_cost_limit`) converted by
+    :func:`~safe_agents.common.lagrangian.cost_limit_in_q_units` with ``episode_length`` (else the
+    dataset's longest episode).
+    """
+    limit = resolve_cost_limit(dataset, cost_limit)
+    length = episode_length or longest_episode(dataset)
+    return cost_limit_in_q_units(limit, gamma, length)
 
 
 class TransitionBatch(NamedTuple):
