@@ -567,8 +567,8 @@ def load_dataset(source: str | os.PathLike) -> OfflineDataset:
     """Load a dataset from an HDF5 path or by task id.
 
     A task id resolves to the user cache (:func:`cache_dir`), then to the datasets shipped with
-    the package. Datasets are never built silently: a missing one is an error that says how to
-    build it.
+    the package. Datasets are never built silently: a missing one is an error that names the
+    ``safe-agents collect`` command (or :func:`envs.build_dataset`) that builds it.
 
     Raises:
         FileNotFoundError: neither a file nor a known dataset.
@@ -586,7 +586,7 @@ def load_dataset(source: str | os.PathLike) -> OfflineDataset:
     get_task(task_id)  # an unknown id raises here, listing close matches
     places = ", ".join(str(place) for place in dataset_locations(task_id))
     raise FileNotFoundError(
-        f"no dataset for {task_id} (looked in {places}). Record one with "
-        "envs.collect_episodes(...) and envs.save_dataset(dataset, path) into the first of those "
-        "places, or pass the path of a DSRL-format HDF5 file."
+        f"no dataset for {task_id} (looked in {places}). Build one into the cache with "
+        f"`safe-agents collect --task {task_id}` (or envs.build_dataset({task_id!r})), "
+        "or pass the path of a DSRL-format HDF5 file."
     )

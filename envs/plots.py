@@ -77,3 +77,72 @@ def plot_feasibility(
     figure.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(figure)
     return path
+
+
+def plot_dataset(
+    dataset: Any,
+    path: str | Path,
+    cost_limit: float | None = None,
+    title: str | None = None,
+) -> Path:
+    """Scatter each episode's cost against its return, with the cost limit drawn, as a PNG.
+
+    Episodes within the cost limit are blue, the others red; the limit is a dashed vertical
+    line. The PNG is written to a temporary file and renamed, so no half-written picture is left.
+
+    Args:
+        dataset: an :class:`envs.OfflineDataset` with cost labels.
+        path: the PNG to write.
+        cost_limit: the limit drawn (default: the dataset's ``cost_limit`` metadata; none drawn
+            when neither is known).
+        title: the figure title (default: the task id and the episode count).
+
+    Returns:
+        The PNG's path.
+
+    Raises:
+        DatasetError: the dataset has no cost labels.
+    """
+    import os
+    import tempfile
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    returns, costs = dataset.episode_returns(), dataset.episode_costs()
+    if cost_limit is None:
+        cost_limit = dataset.metadata.get("cost_limit")
+    figure, ax = plt.subplots(figsize=(6, 4.5))
+    if cost_limit is None:
+        ax.scatter(costs, returns, s=10, alpha=0.6, color="tab:blue")
+    else:
+        safe = costs <= cost_limit
+        ax.scatter(costs[safe], returns[safe], s=10, alpha=0.6, color="tab:blue", label="safe")
+        ax.scatter(
+            costs[~safe], returns[~safe], s=10, alpha=0.6, color="tab:red", label="over the limit"
+        )
+        ax.axvline(cost_limit, color="black", ls="--", lw=1.2, label=f"cost limit {cost_limit:g}")
+        ax.legend(loc="lower right", fontsize=8)
+    task = dataset.metadata.get("task_id", "dataset")
+    ax.set_title(title or f"{task}: {len(returns)} episodes", fontsize=10)
+    ax.set_xlabel("episode cost")
+    ax.set_ylabel("episode return")
+    ax.grid(alpha=0.3)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    try:
+        figure.savefig(temp, dpi=120, bbox_inches="tight", format="png")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(figure)
+    return path

@@ -1,4 +1,4 @@
-"""The ``safe-agents`` command line: demo, train, evaluate, plot-feasibility, info.
+"""The ``safe-agents`` command line: demo, train, evaluate, collect, plot-feasibility, info.
 
 This module is the application at the top of the import chain, so unlike the algorithm modules
 it imports ``envs`` (tasks, datasets, evaluation). User mistakes (unknown task or algorithm, a
@@ -174,6 +174,38 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"safe episodes (normalized cost <= 1): {safe}/{args.episodes}")
 
 
+def cmd_collect(args: argparse.Namespace) -> None:
+    """Build a task's offline dataset: train behaviour agents, roll out, filter, write HDF5."""
+    import envs
+
+    try:
+        path = envs.build_dataset(
+            args.task,
+            args.out,
+            budget_minutes=args.budget_minutes,
+            seed=args.seed,
+            progress_bar=not args.no_progress,
+            overwrite=args.overwrite,
+            keep_work_dir=args.keep_work_dir,
+            **_parse_overrides(args.set),
+        )
+    except (FileExistsError, TimeoutError) as error:
+        raise UserError(str(error)) from error
+    data = envs.load_dataset(path)
+    summary = data.summary()
+    print(
+        f"wrote {path}: {summary['episodes']} episodes, {summary['transitions']} transitions, "
+        f"return {summary['return_min']:.1f}..{summary['return_max']:.1f}, "
+        f"cost {summary['cost_min']:.1f}..{summary['cost_max']:.1f}, "
+        f"{summary['safe_fraction']:.0%} within the cost limit {data.metadata['cost_limit']:g}"
+    )
+    if not data.metadata.get("complete", True):
+        print(
+            f"the time budget cut the build ({data.metadata['missing_stages']} stages left); "
+            "rerun the same command to continue it"
+        )
+
+
 def cmd_plot_feasibility(args: argparse.Namespace) -> None:
     """Draw a saved agent's feasibility value over the toy task's plane, with rollouts."""
     from envs.plots import plot_feasibility
@@ -241,6 +273,37 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
     evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    collect = commands.add_parser(
+        "collect",
+        help="build a task's offline dataset with behaviour agents",
+        description=cmd_collect.__doc__,
+    )
+    collect.add_argument("--task", required=True, help="task id, e.g. OfflineBallRun-v0")
+    collect.add_argument(
+        "--budget-minutes",
+        type=float,
+        default=60.0,
+        help="wall-clock budget; training is planned to fit it (default 60)",
+    )
+    collect.add_argument(
+        "--out", help="HDF5 file to write (default: the user cache, where load_dataset looks)"
+    )
+    collect.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    collect.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="build setting, repeatable (envs.BuildConfig fields: --set train_steps=100000 "
+        '--set behaviours=\'["unconstrained","limit:1"]\')',
+    )
+    collect.add_argument("--overwrite", action="store_true", help="replace an existing file")
+    collect.add_argument(
+        "--keep-work-dir", action="store_true", help="keep checkpoints and rollouts afterwards"
+    )
+    collect.add_argument("--no-progress", action="store_true", help="no progress bar")
+    collect.set_defaults(handler=cmd_collect)
 
     plot = commands.add_parser(
         "plot-feasibility",

@@ -71,7 +71,7 @@ def test_info_lists_tasks_agents_and_the_shipped_dataset(capsys):
 
 
 def test_help_for_every_command(capsys):
-    for command in ("train", "evaluate", "info", "demo"):
+    for command in ("train", "evaluate", "collect", "info", "demo"):
         with pytest.raises(SystemExit) as raised:
             main([command, "--help"])
         assert raised.value.code == 0
