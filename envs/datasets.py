@@ -588,5 +588,6 @@ def load_dataset(source: str | os.PathLike) -> OfflineDataset:
     raise FileNotFoundError(
         f"no dataset for {task_id} (looked in {places}). Build one into the cache with "
         f"`safe-agents collect --task {task_id}` (or envs.build_dataset({task_id!r})), "
-        "or pass the path of a DSRL-format HDF5 file."
+        "or pass the path of a DSRL-format HDF5 file. benchmarks/datasets.md in the repository "
+        "gives the command and time budget used for each benchmark task."
     )

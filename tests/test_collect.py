@@ -273,9 +273,10 @@ def test_collect_command(tmp_path, capsys):
 
 
 def test_missing_dataset_names_the_collect_command(tmp_path, monkeypatch):
-    monkeypatch.setenv("SAFE_AGENTS_DATA_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match=f"safe-agents collect --task {BALL}"):
-        envs.load_dataset(BALL)
+    monkeypatch.setenv("SAFE_AGENTS_DATA_DIR", str(tmp_path))  # an empty cache; nothing shipped
+    task = "OfflinePointGoal1Gymnasium-v0"
+    with pytest.raises(FileNotFoundError, match=f"safe-agents collect --task {task}"):
+        envs.load_dataset(task)
 
 
 def test_plot_dataset_writes_a_png(tmp_path, toy_dataset):

@@ -191,8 +191,9 @@ def test_load_by_task_id_uses_cache_then_shipped(tmp_path, monkeypatch, toy_data
     small = toy_dataset.select_episodes([0, 1])
     envs.save_dataset(small, tmp_path / "OfflineToyReachAvoid-v0.hdf5")
     assert len(envs.load_dataset("OfflineToyReachAvoid-v0")) == len(small)
-    with pytest.raises(FileNotFoundError, match="no dataset for OfflineBallRun-v0"):
-        envs.load_dataset("OfflineBallRun-v0")
+    # AntRun ships no dataset (only the toy and Bullet benchmark tasks do).
+    with pytest.raises(FileNotFoundError, match="no dataset for OfflineAntRun-v0"):
+        envs.load_dataset("OfflineAntRun-v0")
     with pytest.raises(envs.UnknownTaskError):
         envs.load_dataset("OfflineBallRn-v0")
 
@@ -206,3 +207,33 @@ def test_shipped_toy_dataset_spreads_over_the_reward_cost_plane(toy_dataset):
     assert returns.max() > returns[safe].max()
     assert returns.min() == pytest.approx(spec.reward_min)
     assert returns.max() == pytest.approx(spec.reward_max)
+
+
+@pytest.mark.parametrize(
+    "task_id, most_safe",
+    [
+        ("OfflineBallRun-v0", 0.95),
+        ("OfflineCarCircle-v0", 0.95),
+        ("OfflineDroneCircle-v0", 0.95),
+        # The CPU-built MetaDrive data is mostly safe driving (benchmarks/datasets.md says why).
+        ("OfflineMetadrive-easysparse-v0", 0.995),
+    ],
+)
+def test_shipped_simulator_datasets_fit_their_task_and_are_not_trivial(
+    task_id, most_safe, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SAFE_AGENTS_DATA_DIR", str(tmp_path))  # an empty cache: the shipped file
+    dataset = envs.load_dataset(task_id)
+    assert dataset.metadata["task_id"] == task_id
+    assert dataset.metadata["complete"]
+    env = envs.make(task_id)
+    try:
+        dataset.check_spaces(env.observation_space, env.action_space)
+    finally:
+        env.close()
+    returns, costs = dataset.episode_returns(), dataset.episode_costs()
+    safe = costs <= envs.get_task(task_id).cost_limit
+    assert dataset.n_episodes >= 100
+    assert 0.05 < safe.mean() < most_safe
+    # The unconstrained optimum of the data is unsafe, so ignoring the cost does not solve it.
+    assert returns.max() > returns[safe].max()
