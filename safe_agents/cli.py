@@ -1,4 +1,4 @@
-"""The ``safe-agents`` command line: demo, train, evaluate, collect, plot-feasibility, info.
+"""The ``safe-agents`` command line: train, evaluate, collect, bench, report and the rest.
 
 This module is the application at the top of the import chain, so unlike the algorithm modules
 it imports ``envs`` (tasks, datasets, evaluation). User mistakes (unknown task or algorithm, a
@@ -220,6 +220,77 @@ def cmd_plot_feasibility(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    """Train and evaluate agents x tasks x seeds in worker processes; print the papers' table.
+
+    One JSON row per run lands in OUT/rows/ (the trained agent in OUT/agents/); a rerun into the
+    same folder skips the finished runs. The report (OUT/report.md, report.csv, plots/) is
+    rendered at the end, and again any time by `safe-agents report OUT`.
+    """
+    from safe_agents import bench, list_agents
+
+    agents = list_agents() if args.algos == "all" else _split(args.algos)
+    runs = bench.plan_runs(agents, _split(args.tasks), range(args.seeds))
+    configs = args.configs
+    if configs is None and Path("benchmarks/configs").is_dir():
+        configs = "benchmarks/configs"
+    overrides = {"n_steps": args.steps} if args.steps is not None else {}
+    settings = bench.SweepSettings(
+        profile=args.profile,
+        episodes=args.episodes or (10 if args.profile == "quick" else 20),
+        configs=configs,
+        save_agents=not args.no_save_agents,
+        overrides=overrides,
+    )
+    out = Path(args.out or f"bench/{args.profile}")
+    todo = [run for run in runs if run.key not in bench.finished(out)]
+    print(
+        f"{len(runs)} runs ({len(runs) - len(todo)} already finished in {out}), "
+        f"{args.workers} worker(s){' on Ray ' + args.ray if args.ray else ''}, "
+        f"profile {settings.profile}, {settings.episodes} episodes"
+    )
+    failures: list[str] = []
+
+    def on_row(run: Any, row: dict[str, Any] | None, error: BaseException | None) -> None:
+        if error is not None:
+            failures.append(f"{run.key}: {type(error).__name__}: {error}")
+            print(f"  FAILED {run.key}: {type(error).__name__}: {error}", flush=True)
+            return
+        assert row is not None
+        print(
+            f"  {run.key}: normalized return {row.get('mean_normalized_return', float('nan')):.3f}"
+            f", cost {row.get('mean_normalized_cost', float('nan')):.3f}"
+            f" (trained {row['train_seconds']:.0f} s)",
+            flush=True,
+        )
+
+    rows = bench.run_sweep(
+        runs, settings, out, workers=args.workers, on_row=on_row, ray_address=args.ray
+    )
+    if rows:
+        paths = bench.write_report(out)
+        print()
+        print(bench.markdown_table(rows))
+        print(f"\nwrote {paths['markdown']}, {paths['csv']} and {paths['plots']}/")
+    if failures:
+        raise UserError(f"{len(failures)} run(s) failed; rerun to retry them: {failures[0]}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    """Render a sweep folder's table (Markdown and CSV) and one reward-cost plot per task."""
+    from safe_agents import bench
+
+    if not Path(args.folder).is_dir():
+        raise UserError(f"no sweep folder {args.folder}")
+    paths = bench.write_report(args.folder)
+    print(bench.markdown_table(bench.load_rows(args.folder)))
+    print(f"\nwrote {paths['markdown']}, {paths['csv']} and {paths['plots']}/")
+
+
+def _split(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``safe-agents`` command."""
     parser = argparse.ArgumentParser(
@@ -315,6 +386,41 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--rollouts", type=int, default=4, help="episodes drawn")
     plot.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     plot.set_defaults(handler=cmd_plot_feasibility)
+
+    bench = commands.add_parser(
+        "bench", help="benchmark sweep: agents x tasks x seeds", description=cmd_bench.__doc__
+    )
+    bench.add_argument("--algos", default="all", help="comma-separated agents, or all")
+    bench.add_argument("--tasks", required=True, help="comma-separated task ids")
+    bench.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1 (default 3)")
+    bench.add_argument(
+        "--profile",
+        choices=("quick", "full"),
+        default="quick",
+        help="quick: the CPU budgets of the toy benchmarks; full: the papers' (default quick)",
+    )
+    bench.add_argument("--workers", type=int, default=2, help="parallel runs (default 2)")
+    bench.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="run on Ray: local (a Ray instance on this machine) or HOST:PORT of a cluster",
+    )
+    bench.add_argument(
+        "--episodes", type=int, help="evaluation episodes per run (default 10 quick, 20 full)"
+    )
+    bench.add_argument("--steps", type=int, help="gradient steps for every run (a smoke test)")
+    bench.add_argument(
+        "--configs", help="folder of <agent>.toml overrides (default benchmarks/configs)"
+    )
+    bench.add_argument("--out", help="sweep folder (default bench/<profile>)")
+    bench.add_argument("--no-save-agents", action="store_true", help="do not keep the agents")
+    bench.set_defaults(handler=cmd_bench)
+
+    report = commands.add_parser(
+        "report", help="render a sweep folder's table and plots", description=cmd_report.__doc__
+    )
+    report.add_argument("folder", help="a folder written by safe-agents bench")
+    report.set_defaults(handler=cmd_report)
 
     info = commands.add_parser(
         "info", help="list tasks, agents and datasets", description=cmd_info.__doc__

@@ -1,0 +1,557 @@
+"""Benchmark sweeps: (agent, task, seed) runs in worker processes, one JSON row per run.
+
+A sweep is the product of agents x tasks x seeds. Each run trains one agent on the task's
+dataset (``envs.load_dataset(task)``), saves it, evaluates its final iterate on the task's
+environment and writes one result row, ``<out>/rows/<agent>__<task>__seed<seed>.json``
+(atomically: a killed run leaves no row). Rerunning a sweep into the same folder skips the runs
+that already have a row, so an interrupted sweep resumes where it stopped.
+
+Budgets come in profiles. ``quick`` is the CPU budget of the toy benchmarks (reduced networks,
+thousands of steps); ``full`` is the papers' (their step counts and default networks). The
+defaults per agent are :data:`PROFILES`; a TOML file per agent, ``<configs>/<agent>.toml``,
+overrides them per profile and per task::
+
+    [quick]
+    n_steps = 5000
+
+    [quick.hyperparameters]
+    batch_size = 128
+
+    [tasks."OfflineBallRun-v0".quick.hyperparameters]
+    gamma = 0.99
+
+The evaluation follows the package's protocol (``envs.evaluate``): deterministic actions, the
+final iterate, ``episodes`` episodes reset with seeds ``eval_seed``, ``eval_seed + 1``, ...,
+and DSRL's normalized return and cost.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import json
+import multiprocessing
+import os
+import subprocess
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from safe_agents.common import registry
+
+EVAL_SEED = 1000
+
+# The quick profile: the CPU budgets of benchmarks/*_toy.py (reduced networks, thousands of
+# steps), so a quick cell is the same algorithm at the same cost as its toy benchmark row.
+_SMALL_Q = {"batch_size": 256, "actor_hidden_sizes": (64, 64), "critic_hidden_sizes": (64, 64)}
+QUICK: dict[str, dict[str, Any]] = {
+    "bc_all": {"n_steps": 2_000},
+    "bc_safe": {"n_steps": 2_000},
+    "bcq_lag": {"n_steps": 10_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
+    "cpq": {"n_steps": 10_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
+    "coptidice": {"n_steps": 10_000, "hyperparameters": _SMALL_Q},
+    # CDT at OSRL's learning rate 1e-4 barely moves in a CPU budget; 1e-3 with a short warm-up.
+    "cdt": {
+        "n_steps": 6_000,
+        "hyperparameters": {
+            "batch_size": 128,
+            "embedding_dim": 64,
+            "num_layers": 2,
+            "num_heads": 4,
+            "learning_rate": 1e-3,
+            "warmup_steps": 100,
+        },
+    },
+    "fisor": {
+        "n_steps": 10_000,
+        "hyperparameters": {
+            "actor_batch_size": 256,
+            "actor_width": 64,
+            "actor_expansion": 1,
+            "critic_hidden_sizes": (64, 64),
+            "feasibility_expectile": 0.99,
+        },
+    },
+    "drcorl": {
+        "n_steps": 9_000,
+        "hyperparameters": {
+            "pretrain_steps": 6_000,
+            "actor_hidden_sizes": (64, 64),
+            "critic_hidden_sizes": (64, 64),
+            "behaviour_width": 64,
+            "behaviour_blocks": 2,
+        },
+    },
+    "spi": {
+        "n_steps": 7_500,
+        "hyperparameters": {"actor_width": 64, "critic_hidden_sizes": (64, 64)},
+    },
+}
+# The full profile is every agent's config as it stands: the papers' step counts and networks.
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {"quick": QUICK, "full": {}}
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of a sweep for one seed."""
+
+    agent: str
+    task: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        """The row's file stem: ``<agent>__<task>__seed<seed>``."""
+        return f"{self.agent}__{self.task}__seed{self.seed}"
+
+
+@dataclass
+class SweepSettings:
+    """What every run of a sweep shares."""
+
+    profile: str = "quick"
+    episodes: int = 10
+    eval_seed: int = EVAL_SEED
+    configs: str | None = None  # folder of <agent>.toml overrides
+    save_agents: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)  # {"n_steps": ...} for every run
+
+    def __post_init__(self) -> None:
+        if self.profile not in ("quick", "full"):
+            raise ValueError(f"profile must be 'quick' or 'full', got {self.profile!r}")
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+
+
+def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int]) -> list[Run]:
+    """Every (agent, task, seed), agents and tasks checked against their registries.
+
+    Agent names are normalized to the registered ones (``bc-safe`` -> ``bc_safe``).
+
+    Raises:
+        ValueError: an unknown agent name, listing the registered ones.
+        envs.UnknownTaskError: an unknown task id.
+    """
+    import envs
+
+    names = [registry.get_agent_class(name).name for name in agents]
+    for task in tasks:
+        envs.get_task(task)
+    return [Run(a, t, int(s)) for a, t, s in itertools.product(names, tasks, seeds)]
+
+
+def budget(agent: str, task: str, settings: SweepSettings) -> tuple[int, dict[str, Any]]:
+    """``(n_steps, hyperparameters)`` of ``agent`` on ``task`` under the sweep's profile.
+
+    The built-in profile first (:data:`PROFILES`; the full profile defers to the agent's
+    config, ``n_steps`` included), then ``[<profile>]`` of ``<configs>/<agent>.toml``, then its
+    ``[tasks."<task>".<profile>]``; later ones override earlier keys.
+    """
+    layers = [PROFILES[settings.profile].get(agent, {})]
+    if settings.configs is not None:
+        path = Path(settings.configs) / f"{agent}.toml"
+        if path.is_file():
+            with path.open("rb") as handle:
+                try:
+                    document = tomllib.load(handle)
+                except tomllib.TOMLDecodeError as error:
+                    raise ValueError(f"{path}: {error}") from error
+            layers.append(document.get(settings.profile, {}))
+            layers.append(document.get("tasks", {}).get(task, {}).get(settings.profile, {}))
+    n_steps = None
+    hyperparameters: dict[str, Any] = {}
+    for layer in layers:
+        unknown = set(layer) - {"n_steps", "hyperparameters"}
+        if unknown:
+            raise ValueError(f"{agent} budget: unknown keys {sorted(unknown)}")
+        n_steps = layer.get("n_steps", n_steps)
+        hyperparameters.update(layer.get("hyperparameters", {}))
+    if agent == "drcorl" and "gamma" not in hyperparameters and settings.profile == "quick":
+        # DRCORL's episode-cost estimate needs 1 / (1 - gamma) well under the episode length
+        # (see its docstring): 0.95 on short episodes, the paper's 0.99 on long ones.
+        import envs
+
+        long_episodes = envs.get_task(task).max_episode_steps > 100
+        hyperparameters["gamma"] = 0.99 if long_episodes else 0.95
+    n_steps = settings.overrides.get("n_steps", n_steps)
+    if n_steps is None:
+        n_steps = registry.get_agent_class(agent).config_class().n_steps
+    return int(n_steps), hyperparameters
+
+
+def _git_revision() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    partial.write_text(json.dumps(payload, indent=1))
+    os.replace(partial, path)
+
+
+def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | None]:
+    """Train and evaluate one run: its result row, and the saved agent's bytes.
+
+    Nothing is written where the caller can see it, so the same function serves a local
+    process and a Ray worker on another machine; the driver records the result.
+    """
+    import tempfile
+
+    import torch
+
+    import envs
+    from safe_agents import __version__
+
+    # Workers share the machine's cores: one torch thread each.
+    torch.set_num_threads(1)
+    n_steps, hyperparameters = budget(run.agent, run.task, settings)
+    env = envs.make(run.task)
+    try:
+        data = envs.load_dataset(run.task)
+        agent_class = registry.get_agent_class(run.agent)
+        start = time.perf_counter()
+        agent = agent_class(env, seed=run.seed, **hyperparameters)
+        agent.learn_offline(data, n_steps=n_steps)
+        train_seconds = time.perf_counter() - start
+        agent_bytes = None
+        if settings.save_agents:
+            with tempfile.TemporaryDirectory() as folder:
+                agent_bytes = agent.save(Path(folder) / "agent.zip").read_bytes()
+        start = time.perf_counter()
+        report = envs.evaluate(agent, env, settings.episodes, settings.eval_seed)
+        eval_seconds = time.perf_counter() - start
+    finally:
+        env.close()
+    spec = envs.get_task(run.task)
+    row = {
+        **asdict(run),
+        "profile": settings.profile,
+        "n_steps": n_steps,
+        "hyperparameters": agent.config.to_dict(),
+        "episodes": {key: report[key] for key in report if not key.startswith("mean_")},
+        **{key: report[key] for key in report if key.startswith("mean_")},
+        "cost_limit": spec.cost_limit,
+        "simulator": spec.simulator,
+        "eval_seed": settings.eval_seed,
+        "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
+        "package_version": __version__,
+    }
+    return row, agent_bytes
+
+
+def _record(out: Path, run: Run, row: dict[str, Any], agent_bytes: bytes | None) -> dict[str, Any]:
+    """Write the agent, then the row (the row last: its presence marks the run finished)."""
+    if agent_bytes is not None:
+        path = out / "agents" / f"{run.key}.zip"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(agent_bytes)
+        os.replace(partial, path)
+    row = {**row, "git_revision": _git_revision()}
+    _write_json_atomically(out / "rows" / f"{run.key}.json", row)
+    return row
+
+
+def finished(out_dir: str | Path) -> set[str]:
+    """The keys of the runs that already have a row in ``out_dir``."""
+    return {path.stem for path in (Path(out_dir) / "rows").glob("*.json")}
+
+
+OnRow = Callable[[Run, dict[str, Any] | None, BaseException | None], None]
+
+
+def run_sweep(
+    runs: Sequence[Run],
+    settings: SweepSettings,
+    out_dir: str | Path,
+    workers: int = 2,
+    on_row: OnRow | None = None,
+    ray_address: str | None = None,
+) -> list[dict[str, Any]]:
+    """Execute the runs that have no row yet, ``workers`` at a time, and return all rows.
+
+    Args:
+        runs: the sweep (:func:`plan_runs`).
+        settings: what the runs share.
+        out_dir: the sweep folder; runs with a row there are skipped (resume).
+        workers: parallel runs. ``1`` runs in this process (easiest to debug); more use a pool
+            of spawned processes. With Ray, the CPUs of the local instance it starts.
+        on_row: called as ``on_row(run, row, None)`` when a run finishes, or
+            ``on_row(run, None, error)`` when it fails. A failed run has no row, so the next
+            call retries it; the other runs go on.
+        ray_address: run each (agent, task, seed) as a Ray task instead: ``"local"`` starts a
+            Ray instance on this machine, ``"HOST:PORT"`` (or ``"auto"``) joins a running
+            cluster, whose nodes need this package and the datasets installed. Rows and agents
+            travel back to this process, which writes them.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _write_json_atomically(
+        out / "sweep.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs]}
+    )
+    done = finished(out)
+    todo = [run for run in runs if run.key not in done]
+    report = on_row or (lambda run, row, error: None)
+
+    def finish(run: Run, result: Callable[[], tuple[dict[str, Any], bytes | None]]) -> None:
+        try:
+            row, agent_bytes = result()
+        except Exception as error:  # noqa: BLE001 - one failed run must not stop the sweep
+            report(run, None, error)
+        else:
+            report(run, _record(out, run, row, agent_bytes), None)
+
+    if ray_address is not None:
+        _run_on_ray(todo, settings, workers, ray_address, finish)
+    elif workers == 1:
+        for run in todo:
+            finish(run, lambda run=run: execute(run, settings))
+    else:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            futures = {pool.submit(execute, run, settings): run for run in todo}
+            for future in concurrent.futures.as_completed(futures):
+                finish(futures[future], future.result)
+    wanted = {run.key for run in runs}
+    return [row for row in load_rows(out) if _row_key(row) in wanted]
+
+
+def _run_on_ray(
+    runs: Sequence[Run],
+    settings: SweepSettings,
+    workers: int,
+    address: str,
+    finish: Callable[[Run, Callable[[], tuple[dict[str, Any], bytes | None]]], None],
+) -> None:
+    """Each run as a Ray task of one CPU; results are handled as they complete."""
+    try:
+        import ray
+    except ImportError as error:  # pragma: no cover - ray is a dependency
+        raise RuntimeError("--ray needs the ray package: pip install ray") from error
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address == "local":
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=0)(execute)
+        pending = {remote.remote(run, settings): run for run in runs}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            run = pending.pop(ready[0])
+            finish(run, lambda ref=ready[0]: ray.get(ref))
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _row_key(row: dict[str, Any]) -> str:
+    return Run(row["agent"], row["task"], int(row["seed"])).key
+
+
+def load_rows(out_dir: str | Path) -> list[dict[str, Any]]:
+    """Every row of a sweep folder, in a stable order (agent, task, seed).
+
+    Raises:
+        ValueError: a row file that is not valid JSON or lacks the row fields, naming it.
+    """
+    rows = []
+    for path in sorted((Path(out_dir) / "rows").glob("*.json")):
+        try:
+            row = json.loads(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: not a result row ({error})") from error
+        missing = {"agent", "task", "seed", "mean_return", "mean_cost"} - set(row)
+        if missing:
+            raise ValueError(f"{path}: not a result row (missing {sorted(missing)})")
+        rows.append(row)
+    return sorted(rows, key=lambda row: (row["agent"], row["task"], row["seed"]))
+
+
+# ---------------------------------------------------------------------- report
+
+
+@dataclass
+class Cell:
+    """One (agent, task) cell: the mean over seeds of each seed's mean over episodes."""
+
+    reward: float
+    reward_spread: float
+    cost: float
+    cost_spread: float
+    seeds: int
+
+    @property
+    def safe(self) -> bool:
+        """Safe when the normalized cost is at most 1 (the cost limit)."""
+        return self.cost <= 1.0
+
+
+def table(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Cell]]:
+    """``{task: {agent: Cell}}`` from the rows' normalized return and cost.
+
+    Raises:
+        ValueError: a row without normalized metrics (a task with no reference values).
+    """
+    grouped: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if "mean_normalized_return" not in row:
+            raise ValueError(f"row {row['agent']}/{row['task']}/{row['seed']} is not normalized")
+        grouped.setdefault((row["task"], row["agent"]), []).append(row)
+    cells: dict[str, dict[str, Cell]] = {}
+    for (task, agent), group in sorted(grouped.items()):
+        rewards = np.array([row["mean_normalized_return"] for row in group])
+        costs = np.array([row["mean_normalized_cost"] for row in group])
+        cells.setdefault(task, {})[agent] = Cell(
+            float(rewards.mean()),
+            float(rewards.std()),
+            float(costs.mean()),
+            float(costs.std()),
+            len(group),
+        )
+    return cells
+
+
+def _averages(
+    cells: dict[str, dict[str, Cell]], simulators: dict[str, str]
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{group: {agent: (reward, cost)}}`` averaged over the tasks of each simulator, and all."""
+    groups: dict[str, list[str]] = {}
+    for task in cells:
+        groups.setdefault(f"average {simulators.get(task, '?')}", []).append(task)
+    groups["average"] = list(cells)
+    agents = sorted({agent for row in cells.values() for agent in row})
+    averages: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, tasks in groups.items():
+        averages[name] = {}
+        for agent in agents:
+            present = [cells[task][agent] for task in tasks if agent in cells[task]]
+            if len(present) == len(tasks):  # only complete rows are averaged
+                averages[name][agent] = (
+                    float(np.mean([cell.reward for cell in present])),
+                    float(np.mean([cell.cost for cell in present])),
+                )
+    return averages
+
+
+def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
+    """The papers' table: one row per task, one reward/cost column pair per agent.
+
+    Cells read ``reward +- spread / cost +- spread`` (normalized; spread = std over seeds);
+    unsafe cells (normalized cost above 1) are marked ``(unsafe)``. Averages per simulator and
+    over all tasks close the table (an agent missing on a task is left out of the average).
+    """
+    cells = table(rows)
+    simulators = {row["task"]: row.get("simulator", "?") for row in rows}
+    agents = sorted({agent for row in cells.values() for agent in row})
+    lines = [
+        "| task | " + " | ".join(agents) + " |",
+        "|---|" + "---|" * len(agents),
+    ]
+    for task, row in cells.items():
+        entries = []
+        for agent in agents:
+            cell = row.get(agent)
+            if cell is None:
+                entries.append("-")
+                continue
+            text = (
+                f"{cell.reward:.2f} +- {cell.reward_spread:.2f} / "
+                f"{cell.cost:.2f} +- {cell.cost_spread:.2f}"
+            )
+            entries.append(text if cell.safe else f"**{text} (unsafe)**")
+        lines.append(f"| {task} | " + " | ".join(entries) + " |")
+    for name, values in _averages(cells, simulators).items():
+        entries = [
+            f"{values[agent][0]:.2f} / {values[agent][1]:.2f}" if agent in values else "-"
+            for agent in agents
+        ]
+        lines.append(f"| {name} | " + " | ".join(entries) + " |")
+    return "\n".join(lines)
+
+
+def csv_table(rows: Sequence[dict[str, Any]]) -> str:
+    """One line per (task, agent) cell: normalized reward and cost with spreads, seeds, safe."""
+    lines = ["task,agent,reward,reward_spread,cost,cost_spread,seeds,safe"]
+    for task, row in table(rows).items():
+        for agent, cell in row.items():
+            lines.append(
+                f"{task},{agent},{cell.reward:.4f},{cell.reward_spread:.4f},{cell.cost:.4f},"
+                f"{cell.cost_spread:.4f},{cell.seeds},{str(cell.safe).lower()}"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def plot_tasks(rows: Sequence[dict[str, Any]], folder: str | Path) -> list[Path]:
+    """A normalized cost vs reward scatter per task (one point per agent, seed spreads as
+    error bars, the cost limit at 1), ``<folder>/<task>.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for task, row in table(rows).items():
+        figure, axes = plt.subplots(figsize=(5, 4))
+        for agent, cell in row.items():
+            axes.errorbar(
+                cell.cost,
+                cell.reward,
+                xerr=cell.cost_spread,
+                yerr=cell.reward_spread,
+                fmt="o",
+                capsize=3,
+                label=agent,
+            )
+        axes.axvline(1.0, color="black", linestyle="--", linewidth=1, label="cost limit")
+        axes.set_xlabel("normalized cost")
+        axes.set_ylabel("normalized return")
+        axes.set_title(task, fontsize=10)
+        axes.legend(fontsize=7)
+        figure.tight_layout()
+        path = folder / f"{task}.png"
+        partial = path.with_name(f".{path.name}.partial.png")
+        figure.savefig(partial, dpi=110)
+        plt.close(figure)
+        os.replace(partial, path)
+        paths.append(path)
+    return paths
+
+
+def write_report(out_dir: str | Path) -> dict[str, Path]:
+    """Render ``report.md``, ``report.csv`` and ``plots/<task>.png`` from a sweep folder."""
+    out = Path(out_dir)
+    rows = load_rows(out)
+    if not rows:
+        raise ValueError(f"{out} has no result rows (expected {out / 'rows'}/*.json)")
+    markdown = markdown_table(rows)
+    paths = {"markdown": out / "report.md", "csv": out / "report.csv"}
+    for key, text in (("markdown", markdown + "\n"), ("csv", csv_table(rows))):
+        partial = paths[key].with_name(f".{paths[key].name}.partial")
+        partial.write_text(text)
+        os.replace(partial, paths[key])
+    plot_tasks(rows, out / "plots")
+    paths["plots"] = out / "plots"
+    return paths

@@ -1,0 +1,170 @@
+"""Benchmark sweeps: process pool and Ray agree, resume, budgets, the report."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safe_agents import bench
+from safe_agents.cli import main
+
+TOY = "OfflineToyReachAvoid-v0"
+TINY = bench.SweepSettings(episodes=2, overrides={"n_steps": 30})
+# What differs between two executions of the same run: timings and where it ran.
+VOLATILE = {"train_seconds", "eval_seconds", "git_revision"}
+
+
+def stable(rows: list[dict]) -> list[dict]:
+    return [{key: value for key, value in row.items() if key not in VOLATILE} for row in rows]
+
+
+def test_process_pool_and_ray_give_the_same_rows(tmp_path):
+    runs = bench.plan_runs(["bc_all", "bc-safe"], [TOY], [0])
+    assert [run.agent for run in runs] == ["bc_all", "bc_safe"]
+    pooled = bench.run_sweep(runs, TINY, tmp_path / "pool", workers=2)
+    on_ray = bench.run_sweep(runs, TINY, tmp_path / "ray", workers=2, ray_address="local")
+    assert len(pooled) == 2
+    assert stable(pooled) == stable(on_ray)
+    row = pooled[0]
+    assert row["n_steps"] == 30 and len(row["episodes"]["return"]) == 2
+    assert row["mean_return"] == pytest.approx(sum(row["episodes"]["return"]) / 2)
+    assert (tmp_path / "ray" / "agents" / f"{runs[0].key}.zip").is_file()
+
+
+def test_a_rerun_skips_finished_runs_and_retries_the_rest(tmp_path):
+    runs = bench.plan_runs(["bc_all"], [TOY], [0, 1])
+    first = bench.run_sweep(runs, TINY, tmp_path, workers=1)
+    kept = tmp_path / "rows" / f"{runs[0].key}.json"
+    kept_text = kept.read_text()
+    (tmp_path / "rows" / f"{runs[1].key}.json").unlink()  # as if killed before the second row
+    executed = []
+    again = bench.run_sweep(
+        runs, TINY, tmp_path, workers=1, on_row=lambda run, row, error: executed.append(run)
+    )
+    assert executed == [runs[1]]
+    assert kept.read_text() == kept_text
+    assert stable(again) == stable(first)
+
+
+def test_a_failed_run_is_reported_and_leaves_no_row(tmp_path):
+    settings = bench.SweepSettings(episodes=1, overrides={"n_steps": 0})  # learn_offline refuses
+    outcomes = []
+    rows = bench.run_sweep(
+        bench.plan_runs(["bc_all"], [TOY], [0]),
+        settings,
+        tmp_path,
+        workers=1,
+        on_row=lambda run, row, error: outcomes.append((row, error)),
+    )
+    assert rows == [] and outcomes[0][0] is None
+    assert "n_steps must be >= 1" in str(outcomes[0][1])
+    assert not list((tmp_path / "rows").glob("*.json"))
+
+
+def test_budgets_layer_the_profile_the_agent_file_and_the_task(tmp_path):
+    (tmp_path / "cpq.toml").write_text(
+        "[quick]\nn_steps = 500\n[quick.hyperparameters]\nbatch_size = 32\n"
+        '[tasks."OfflineBallRun-v0".quick.hyperparameters]\ngamma = 0.9\n'
+    )
+    settings = bench.SweepSettings(configs=str(tmp_path))
+    steps, toy = bench.budget("cpq", TOY, settings)
+    assert steps == 500 and toy["batch_size"] == 32 and "gamma" not in toy
+    assert toy["vae_hidden_sizes"] == (64, 64)  # from the built-in quick profile
+    assert bench.budget("cpq", "OfflineBallRun-v0", settings)[1]["gamma"] == 0.9
+    # The full profile is the agent's own config: the paper's steps and networks.
+    assert bench.budget("cpq", TOY, bench.SweepSettings(profile="full")) == (100_000, {})
+    # DRCORL's discount follows the episode length in the quick profile.
+    assert bench.budget("drcorl", TOY, bench.SweepSettings())[1]["gamma"] == 0.95
+    assert bench.budget("drcorl", "OfflineCarCircle-v0", bench.SweepSettings())[1]["gamma"] == 0.99
+    (tmp_path / "cpq.toml").write_text("[quick]\nsteps = 5\n")
+    with pytest.raises(ValueError, match=r"unknown keys \['steps'\]"):
+        bench.budget("cpq", TOY, settings)
+    (tmp_path / "cpq.toml").write_text("[quick\n")
+    with pytest.raises(ValueError, match="cpq.toml"):
+        bench.budget("cpq", TOY, settings)
+
+
+def test_unknown_agents_tasks_and_profiles_are_named():
+    with pytest.raises(ValueError, match="unknown agent 'fisr'"):
+        bench.plan_runs(["fisr"], [TOY], [0])
+    import envs
+
+    with pytest.raises(envs.UnknownTaskError):
+        bench.plan_runs(["bc_all"], ["OfflineToy-v9"], [0])
+    with pytest.raises(ValueError, match="profile"):
+        bench.SweepSettings(profile="medium")
+
+
+def crafted_row(agent: str, task: str, seed: int, reward: float, cost: float, sim: str) -> dict:
+    return {
+        "agent": agent,
+        "task": task,
+        "seed": seed,
+        "simulator": sim,
+        "mean_return": reward * 100,
+        "mean_cost": cost * 10,
+        "mean_normalized_return": reward,
+        "mean_normalized_cost": cost,
+    }
+
+
+CRAFTED = [
+    crafted_row("bc_all", "TaskA", 0, 0.4, 2.0, "bullet"),
+    crafted_row("bc_all", "TaskA", 1, 0.6, 2.0, "bullet"),
+    crafted_row("fisor", "TaskA", 0, 0.3, 0.5, "bullet"),
+    crafted_row("fisor", "TaskA", 1, 0.5, 0.5, "bullet"),
+    crafted_row("bc_all", "TaskB", 0, 0.8, 0.2, "metadrive"),
+]
+
+
+def test_the_report_renders_crafted_rows(tmp_path):
+    markdown = bench.markdown_table(CRAFTED)
+    lines = markdown.splitlines()
+    assert lines[0] == "| task | bc_all | fisor |"
+    assert lines[2] == (
+        "| TaskA | **0.50 +- 0.10 / 2.00 +- 0.00 (unsafe)** | 0.40 +- 0.10 / 0.50 +- 0.00 |"
+    )
+    assert lines[3] == "| TaskB | 0.80 +- 0.00 / 0.20 +- 0.00 | - |"
+    assert "| average bullet | 0.50 / 2.00 | 0.40 / 0.50 |" in lines
+    assert "| average metadrive | 0.80 / 0.20 | - |" in lines
+    # FISOR has no TaskB cell, so it gets no overall average.
+    assert lines[-1] == "| average | 0.65 / 1.10 | - |"
+    csv = bench.csv_table(CRAFTED).splitlines()
+    assert csv[0] == "task,agent,reward,reward_spread,cost,cost_spread,seeds,safe"
+    assert "TaskA,bc_all,0.5000,0.1000,2.0000,0.0000,2,false" in csv
+    assert "TaskA,fisor,0.4000,0.1000,0.5000,0.0000,2,true" in csv
+
+    for row in CRAFTED:
+        path = tmp_path / "rows" / f"{row['agent']}__{row['task']}__seed{row['seed']}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(row))
+    paths = bench.write_report(tmp_path)
+    assert paths["markdown"].read_text().strip() == markdown
+    assert sorted(p.name for p in paths["plots"].glob("*.png")) == ["TaskA.png", "TaskB.png"]
+
+
+def test_bad_rows_are_named(tmp_path):
+    (tmp_path / "rows").mkdir()
+    (tmp_path / "rows" / "broken.json").write_text("{not json")
+    with pytest.raises(ValueError, match="broken.json: not a result row"):
+        bench.load_rows(tmp_path)
+    (tmp_path / "rows" / "broken.json").write_text('{"agent": "bc_all"}')
+    with pytest.raises(ValueError, match="missing"):
+        bench.load_rows(tmp_path)
+
+
+def test_bench_and_report_commands(tmp_path, capsys):
+    out = tmp_path / "sweep"
+    argv = ["bench", "--algos", "bc_safe", "--tasks", TOY, "--seeds", "1", "--steps", "20"]
+    argv += ["--episodes", "1", "--workers", "1", "--out", str(out)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "1 runs (0 already finished" in printed and "| OfflineToyReachAvoid-v0 |" in printed
+    assert main(argv) == 0
+    assert "1 runs (1 already finished" in capsys.readouterr().out
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.csv").is_file() and (out / "plots" / f"{TOY}.png").is_file()
+    assert main(["bench", "--algos", "nope", "--tasks", TOY]) == 2
+    assert "unknown agent 'nope'" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
