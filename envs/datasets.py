@@ -394,7 +394,9 @@ class OfflineDataset:
 
         Returns:
             ``(unlabeled, demos)``: every other episode with its costs removed, and
-            ``n_safe_demos`` safe episodes drawn at random (costs removed too).
+            ``n_safe_demos`` safe episodes drawn at random (costs removed too). Each part's
+            ``metadata["source_episodes"]`` lists the indices of its episodes in this dataset,
+            so the hidden labels can score a learner afterwards (``episode_costs()[ids]``).
         """
         if cost_limit is None:
             cost_limit = self.metadata.get("cost_limit")
@@ -418,12 +420,18 @@ class OfflineDataset:
         demos = (
             self.select_episodes(demo_ids)
             .without_costs()
-            ._with(metadata={**metadata, "split": "safe_demos"})
+            ._with(
+                metadata={
+                    **metadata,
+                    "split": "safe_demos",
+                    "source_episodes": demo_ids.tolist(),
+                }
+            )
         )
         unlabeled = (
             self.select_episodes(rest)
             .without_costs()
-            ._with(metadata={**metadata, "split": "unlabeled"})
+            ._with(metadata={**metadata, "split": "unlabeled", "source_episodes": rest.tolist()})
         )
         return unlabeled, demos
 

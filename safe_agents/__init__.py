@@ -18,6 +18,7 @@ from safe_agents.common import (  # noqa: E402
     make_agent,
 )
 from safe_agents.drcorl import DRCORL  # noqa: E402
+from safe_agents.dspo import DSPO  # noqa: E402
 from safe_agents.fisor import FISOR  # noqa: E402
 from safe_agents.spi import SPI  # noqa: E402
 
@@ -36,6 +37,7 @@ __all__ = [
     "CDT",
     "COptiDICE",
     "DRCORL",
+    "DSPO",
     "FISOR",
     "SPI",
     "BaseAgent",

@@ -135,9 +135,18 @@ def cmd_train(args: argparse.Namespace) -> None:
     agent = make_agent(args.algo, env, seed=args.seed, **_parse_overrides(args.set))
     out = Path(args.out)
     run_name = f"{agent.name}-{args.task}-seed{agent.seed}"
+    learn_kwargs: dict[str, Any] = {}
+    if getattr(agent, "needs_demos", False):
+        # The cost-label-free setting (DSPO): the costs are removed and kept only for evaluation.
+        dataset, learn_kwargs["demos"] = dataset.strip_costs(args.demos, seed=args.seed)
+        print(
+            f"cost-label-free setting: {dataset.n_episodes} unlabeled episodes and "
+            f"{args.demos} safe demonstrations"
+        )
     start = time.perf_counter()
     agent.learn_offline(
         dataset,
+        **learn_kwargs,
         n_steps=args.steps,
         progress_bar=not args.no_progress,
         log_dir=out / run_name,
@@ -331,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--eval-episodes", type=int, default=10, help="episodes to evaluate (0: none)"
     )
     train.add_argument("--log-interval", type=int, default=1000, help="steps between log rows")
+    train.add_argument(
+        "--demos",
+        type=int,
+        default=10,
+        help="safe demonstrations for agents that learn without cost labels (DSPO; default 10)",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(handler=cmd_train)
 

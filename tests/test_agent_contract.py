@@ -75,6 +75,26 @@ FAST_HYPERPARAMETERS: dict[str, dict] = {
         "actor_hidden_sizes": (32, 32),
         "critic_hidden_sizes": (32, 32),
     },
+    # Stages of 10 + 15 steps: the half-way checkpoint falls in the diffusion stage, so the
+    # resume test also covers the recomputed safety signals and the generation after it.
+    "dspo": {
+        "batch_size": 64,
+        "discriminator_steps": 10,
+        "diffusion_train_steps": 15,
+        "window_len": 16,
+        "embedding_dim": 16,
+        "num_layers": 1,
+        "num_heads": 2,
+        "pooling_dim": 8,
+        "discriminator_batch_size": 8,
+        "segment_len": 8,
+        "diffusion_timesteps": 5,
+        "denoiser_width": 16,
+        "denoiser_blocks": 2,
+        "diffusion_batch_size": 16,
+        "n_generated_segments": 16,
+        "hidden_sizes": (32, 32),
+    },
 }
 
 
@@ -89,6 +109,13 @@ def make(name, env, seed=0, **overrides):
     )
 
 
+def learn(agent, dataset, **kwargs):
+    """``learn_offline``, in the cost-label-free setting for agents that need demonstrations."""
+    if getattr(agent, "needs_demos", False):
+        dataset, kwargs["demos"] = dataset.strip_costs(n_safe_demos=10)
+    return agent.learn_offline(dataset, **kwargs)
+
+
 def _loss_rows(agent):
     return [
         {k: v for k, v in row.items() if not k.startswith("time/")} for row in agent.logger.history
@@ -97,7 +124,7 @@ def _loss_rows(agent):
 
 @pytest.fixture(scope="module", params=list_agents())
 def trained(request, env, toy_dataset):
-    agent = make(request.param, env).learn_offline(toy_dataset, n_steps=STEPS, log_interval=10)
+    agent = learn(make(request.param, env), toy_dataset, n_steps=STEPS, log_interval=10)
     return request.param, agent
 
 
@@ -166,13 +193,13 @@ def test_save_load_gives_identical_parameters_and_actions(trained, tmp_path, env
 
 def test_two_seeded_runs_are_identical(trained, env, toy_dataset):
     name, agent = trained
-    again = make(name, env).learn_offline(toy_dataset, n_steps=STEPS, log_interval=10)
+    again = learn(make(name, env), toy_dataset, n_steps=STEPS, log_interval=10)
     assert _loss_rows(again) == _loss_rows(agent)
     obs = np.asarray([env.observation_space.sample() for _ in range(8)])
     np.testing.assert_array_equal(
         agent.predict(obs, deterministic=True)[0], again.predict(obs, deterministic=True)[0]
     )
-    other = make(name, env, seed=1).learn_offline(toy_dataset, n_steps=STEPS, log_interval=10)
+    other = learn(make(name, env, seed=1), toy_dataset, n_steps=STEPS, log_interval=10)
     assert _loss_rows(other) != _loss_rows(agent)
 
 
@@ -180,15 +207,20 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(trained, env, toy_datas
     name, agent = trained
     checkpoints = CheckpointCallback(save_freq=STEPS // 2, save_path=tmp_path)
     interrupted = make(name, env)
-    interrupted.learn_offline(
+    learn(
+        interrupted,
         toy_dataset,
         n_steps=STEPS,
         callback=[checkpoints, StopAfterSteps(STEPS // 2)],
         log_interval=10,
     )
     assert interrupted.num_steps == STEPS // 2 and checkpoints.saved
-    resumed = make(name, env).learn_offline(
-        toy_dataset, n_steps=STEPS, log_interval=10, resume_from=checkpoints.saved[-1]
+    resumed = learn(
+        make(name, env),
+        toy_dataset,
+        n_steps=STEPS,
+        log_interval=10,
+        resume_from=checkpoints.saved[-1],
     )
     assert resumed.num_steps == STEPS
     for key, value in agent.parameters_dict().items():

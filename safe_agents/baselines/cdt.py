@@ -91,7 +91,11 @@ from safe_agents.common.config import (
     check_positive,
 )
 from safe_agents.common.data import DEFAULT_COST_LIMIT, resolve_cost_limit
-from safe_agents.common.networks import ScalarBuffer
+from safe_agents.common.networks import (
+    CausalTransformerBlock,
+    ScalarBuffer,
+    init_transformer_weights,
+)
 
 #: OSRL's ``cost_transform`` ``C -> 50 - C`` and trajectory weights ``max(50 - C, 0)``.
 COST_TRANSFORM_OFFSET = 50.0
@@ -370,43 +374,6 @@ class SegmentSampler:
 
 
 # ----------------------------------------------------------------------------------- the network
-class CausalTransformerBlock(nn.Module):
-    """Pre-norm attention + MLP block with a causal mask (OSRL's / CORL's ``TransformerBlock``)."""
-
-    def __init__(
-        self, embedding_dim: int, num_heads: int, attention_dropout: float, residual_dropout: float
-    ) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(embedding_dim)
-        self.norm2 = nn.LayerNorm(embedding_dim)
-        self.drop = nn.Dropout(residual_dropout)
-        self.attention = nn.MultiheadAttention(
-            embedding_dim, num_heads, attention_dropout, batch_first=True
-        )
-        self.mlp = nn.Sequential(
-            nn.Linear(embedding_dim, 4 * embedding_dim),
-            nn.GELU(),
-            nn.Linear(4 * embedding_dim, embedding_dim),
-            nn.Dropout(residual_dropout),
-        )
-
-    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        n = x.shape[1]
-        # True above the diagonal: a token never attends to a later one.
-        causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=x.device), diagonal=1)
-        normed = self.norm1(x)
-        attended = self.attention(
-            normed,
-            normed,
-            normed,
-            attn_mask=causal,
-            key_padding_mask=padding_mask,
-            need_weights=False,
-        )[0]
-        x = x + self.drop(attended)
-        return x + self.mlp(self.norm2(x))
-
-
 class CDTOutput(NamedTuple):
     """Per-timestep predictions of :class:`DecisionTransformer`."""
 
@@ -462,7 +429,7 @@ class DecisionTransformer(nn.Module):
         self.action_head = nn.Linear(embedding_dim, (2 if stochastic else 1) * act_dim)
         self.cost_head = nn.Linear(embedding_dim, 2)
         self.state_head = nn.Linear(embedding_dim, obs_dim)
-        self.apply(_init_weights)
+        self.apply(init_transformer_weights)
 
     def forward(
         self,
@@ -515,16 +482,6 @@ class DecisionTransformer(nn.Module):
             cost_log_probs=F.log_softmax(self.cost_head(action_features), dim=-1),
             next_obs=self.state_head(action_features),
         )
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, (nn.Linear, nn.Embedding)):
-        nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.zeros_(module.bias)
-        nn.init.ones_(module.weight)
 
 
 class LogTemperature(nn.Module):

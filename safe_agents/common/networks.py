@@ -283,3 +283,135 @@ class ScalarBuffer(nn.Module):
     def __init__(self, value: float) -> None:
         super().__init__()
         self.register_buffer("value", torch.tensor(float(value)))
+
+
+# ------------------------------------------------------------------ sequence models
+class CausalTransformerBlock(nn.Module):
+    """Pre-norm attention + MLP block with a causal mask (OSRL's / CORL's ``TransformerBlock``).
+
+    Used by CDT's decision transformer and DSPO's SafetyTransformer.
+    """
+
+    def __init__(
+        self, embedding_dim: int, num_heads: int, attention_dropout: float, residual_dropout: float
+    ) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(embedding_dim)
+        self.norm2 = nn.LayerNorm(embedding_dim)
+        self.drop = nn.Dropout(residual_dropout)
+        self.attention = nn.MultiheadAttention(
+            embedding_dim, num_heads, attention_dropout, batch_first=True
+        )
+        self.mlp = nn.Sequential(
+            nn.Linear(embedding_dim, 4 * embedding_dim),
+            nn.GELU(),
+            nn.Linear(4 * embedding_dim, embedding_dim),
+            nn.Dropout(residual_dropout),
+        )
+
+    def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        n = x.shape[1]
+        # True above the diagonal: a token never attends to a later one.
+        causal = torch.triu(torch.ones(n, n, dtype=torch.bool, device=x.device), diagonal=1)
+        normed = self.norm1(x)
+        attended = self.attention(
+            normed,
+            normed,
+            normed,
+            attn_mask=causal,
+            key_padding_mask=padding_mask,
+            need_weights=False,
+        )[0]
+        x = x + self.drop(attended)
+        return x + self.mlp(self.norm2(x))
+
+
+def init_transformer_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation (OSRL's): normal(0, 0.02) linear and embedding weights, zero
+    biases, unit LayerNorm. Apply with ``network.apply(init_transformer_weights)``."""
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.zeros_(module.bias)
+        nn.init.ones_(module.weight)
+
+
+class TemporalResidualBlock(nn.Module):
+    """Two dilated 1-D convolutions over time with GroupNorm and Mish, FiLM-conditioned on an
+    embedding (scale and shift after the first), plus a residual connection (Diffuser's block,
+    without its down/up-sampling)."""
+
+    def __init__(self, width: int, embedding_dim: int, kernel_size: int, dilation: int) -> None:
+        super().__init__()
+        padding = dilation * (kernel_size - 1) // 2
+        groups = 8 if width % 8 == 0 else 1
+        self.first = nn.Sequential(
+            nn.Conv1d(width, width, kernel_size, padding=padding, dilation=dilation),
+            nn.GroupNorm(groups, width),
+            nn.Mish(),
+        )
+        self.second = nn.Sequential(
+            nn.Conv1d(width, width, kernel_size, padding=padding, dilation=dilation),
+            nn.GroupNorm(groups, width),
+            nn.Mish(),
+        )
+        self.film = nn.Sequential(nn.Mish(), nn.Linear(embedding_dim, 2 * width))
+
+    def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.film(embedding).unsqueeze(-1).chunk(2, dim=1)  # (B, width, 1) each
+        return x + self.second(self.first(x) * (1.0 + scale) + shift)
+
+
+class TemporalConvDenoiser(nn.Module):
+    """Predicts the noise in a noised trajectory segment, given the timestep and a condition.
+
+    ``eps(x_t, t | c)`` for segments ``x`` of shape ``(B, H, feature_dim)``: a 1-D convolution
+    network over the ``H`` steps (dilations 1, 2, 4, ... so the receptive field spans the
+    segment), every block FiLM-conditioned on the sum of the timestep's Fourier features and
+    the condition's embedding. ``condition_mask`` (``(B,)``, 1 keep, 0 drop) replaces the
+    condition by a learned null embedding: the unconditional model of classifier-free guidance.
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        condition_dim: int,
+        width: int = 64,
+        n_blocks: int = 4,
+        kernel_size: int = 5,
+        time_dim: int = 32,
+    ) -> None:
+        super().__init__()
+        self.time_embedding = nn.Sequential(
+            FourierTimeFeatures(time_dim),
+            nn.Linear(time_dim, 2 * time_dim),
+            nn.Mish(),
+            nn.Linear(2 * time_dim, time_dim),
+        )
+        self.condition_embedding = mlp(condition_dim, time_dim, (2 * time_dim,), "mish")
+        self.null_condition = nn.Parameter(torch.zeros(time_dim))
+        self.input = nn.Conv1d(feature_dim, width, 1)
+        self.blocks = nn.ModuleList(
+            TemporalResidualBlock(width, time_dim, kernel_size, dilation=2 ** (k % 4))
+            for k in range(n_blocks)
+        )
+        self.output = nn.Conv1d(width, feature_dim, 1)
+
+    def forward(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        condition: torch.Tensor,
+        condition_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        embedded = self.condition_embedding(condition)  # (B, time_dim)
+        if condition_mask is not None:
+            keep = condition_mask.reshape(-1, 1).to(embedded.dtype)
+            embedded = keep * embedded + (1.0 - keep) * self.null_condition
+        embedding = self.time_embedding(t) + embedded
+        x = self.input(noisy.transpose(1, 2))  # (B, width, H)
+        for block in self.blocks:
+            x = block(x, embedding)
+        return self.output(x).transpose(1, 2)
