@@ -28,6 +28,7 @@ and DSRL's normalized return and cost.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import itertools
 import json
 import multiprocessing
@@ -46,20 +47,22 @@ from safe_agents.common import registry
 
 EVAL_SEED = 1000
 
-# The quick profile: the CPU budgets of benchmarks/*_toy.py (reduced networks, thousands of
-# steps), so a quick cell is the same algorithm at the same cost as its toy benchmark row.
+# The quick profile: the reduced networks of benchmarks/*_toy.py with step counts sized so that a
+# sweep of every agent over two tasks x 3 seeds finishes within an hour on 2 CPU cores (2
+# workers of one torch thread each). Each agent's share of that hour goes with its speed: the
+# slow learners (CDT's transformer, SPI's chain backprop) get fewer steps than their toy rows.
 _SMALL_Q = {"batch_size": 256, "actor_hidden_sizes": (64, 64), "critic_hidden_sizes": (64, 64)}
 QUICK: dict[str, dict[str, Any]] = {
     "bc_all": {"n_steps": 2_000},
     "bc_safe": {"n_steps": 2_000},
-    "bcq_lag": {"n_steps": 10_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
-    "cpq": {"n_steps": 10_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
+    "bcq_lag": {"n_steps": 6_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
+    "cpq": {"n_steps": 6_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
     "coptidice": {"n_steps": 10_000, "hyperparameters": _SMALL_Q},
     # CDT at OSRL's learning rate 1e-4 barely moves in a CPU budget; 1e-3 with a short warm-up.
     "cdt": {
-        "n_steps": 6_000,
+        "n_steps": 2_000,
         "hyperparameters": {
-            "batch_size": 128,
+            "batch_size": 64,
             "embedding_dim": 64,
             "num_layers": 2,
             "num_heads": 4,
@@ -68,7 +71,7 @@ QUICK: dict[str, dict[str, Any]] = {
         },
     },
     "fisor": {
-        "n_steps": 10_000,
+        "n_steps": 6_000,
         "hyperparameters": {
             "actor_batch_size": 256,
             "actor_width": 64,
@@ -78,9 +81,9 @@ QUICK: dict[str, dict[str, Any]] = {
         },
     },
     "drcorl": {
-        "n_steps": 9_000,
+        "n_steps": 6_000,
         "hyperparameters": {
-            "pretrain_steps": 6_000,
+            "pretrain_steps": 4_000,
             "actor_hidden_sizes": (64, 64),
             "critic_hidden_sizes": (64, 64),
             "behaviour_width": 64,
@@ -88,8 +91,24 @@ QUICK: dict[str, dict[str, Any]] = {
         },
     },
     "spi": {
-        "n_steps": 7_500,
+        "n_steps": 4_000,
         "hyperparameters": {"actor_width": 64, "critic_hidden_sizes": (64, 64)},
+    },
+    # DSPO: 1k discriminator steps (a 2-layer, 64-wide transformer over 32-step windows), 2.5k
+    # diffusion steps, 1.5k BC steps on 256 generated segments and the demos.
+    "dspo": {
+        "n_steps": 5_000,
+        "hyperparameters": {
+            "discriminator_steps": 1_000,
+            "diffusion_train_steps": 2_500,
+            "window_len": 32,
+            "embedding_dim": 64,
+            "num_layers": 2,
+            "pooling_dim": 32,
+            "discriminator_batch_size": 32,
+            "discriminator_learning_rate": 3e-4,
+            "n_generated_segments": 256,
+        },
     },
 }
 # The full profile is every agent's config as it stands: the papers' step counts and networks.
@@ -120,12 +139,15 @@ class SweepSettings:
     configs: str | None = None  # folder of <agent>.toml overrides
     save_agents: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # {"n_steps": ...} for every run
+    n_safe_demos: int = 10  # for agents that learn without cost labels (DSPO; the paper's 10-15)
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "full"):
             raise ValueError(f"profile must be 'quick' or 'full', got {self.profile!r}")
         if self.episodes < 1:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if self.n_safe_demos < 1:
+            raise ValueError(f"n_safe_demos must be >= 1, got {self.n_safe_demos}")
 
 
 def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int]) -> list[Run]:
@@ -225,9 +247,14 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
     try:
         data = envs.load_dataset(run.task)
         agent_class = registry.get_agent_class(run.agent)
+        learn_kwargs: dict[str, Any] = {}
+        if getattr(agent_class, "needs_demos", False):
+            # The cost-label-free setting: the agent gets the unlabeled rest and safe demos,
+            # drawn with the run's seed; evaluation still counts costs.
+            data, learn_kwargs["demos"] = data.strip_costs(settings.n_safe_demos, seed=run.seed)
         start = time.perf_counter()
         agent = agent_class(env, seed=run.seed, **hyperparameters)
-        agent.learn_offline(data, n_steps=n_steps)
+        agent.learn_offline(data, n_steps=n_steps, **learn_kwargs)
         train_seconds = time.perf_counter() - start
         agent_bytes = None
         if settings.save_agents:
@@ -248,8 +275,17 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
         **{key: report[key] for key in report if key.startswith("mean_")},
         "cost_limit": spec.cost_limit,
         "simulator": spec.simulator,
+        "setting": (
+            f"cost-label-free, {settings.n_safe_demos} safe demos" if learn_kwargs else "costs"
+        ),
         "eval_seed": settings.eval_seed,
         "train_seconds": round(train_seconds, 2),
+        # Agents with stages of very different cost (DSPO) time each of them.
+        **(
+            {"stage_seconds": {k: round(v, 2) for k, v in agent.stage_seconds.items()}}
+            if hasattr(agent, "stage_seconds")
+            else {}
+        ),
         "eval_seconds": round(eval_seconds, 2),
         "package_version": __version__,
     }
@@ -324,7 +360,7 @@ def run_sweep(
         _run_on_ray(todo, settings, workers, ray_address, finish)
     elif workers == 1:
         for run in todo:
-            finish(run, lambda run=run: execute(run, settings))
+            finish(run, functools.partial(execute, run, settings))
     else:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
@@ -359,10 +395,16 @@ def _run_on_ray(
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             run = pending.pop(ready[0])
-            finish(run, lambda ref=ready[0]: ray.get(ref))
+            finish(run, functools.partial(_ray_result, ray, ready[0]))
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _ray_result(ray: Any, reference: Any) -> tuple[dict[str, Any], bytes | None]:
+    """What :func:`execute` returned on a Ray worker (raises its error here)."""
+    row, agent_bytes = ray.get(reference)
+    return row, agent_bytes
 
 
 def _row_key(row: dict[str, Any]) -> str:

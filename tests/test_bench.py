@@ -168,3 +168,25 @@ def test_bench_and_report_commands(tmp_path, capsys):
     assert main(["bench", "--algos", "nope", "--tasks", TOY]) == 2
     assert "unknown agent 'nope'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_dspo_runs_in_the_cost_label_free_setting(tmp_path):
+    """DSPO's runs get the unlabeled part and safe demos; its row says so and times its stages."""
+    (tmp_path / "dspo.toml").write_text(
+        "[quick]\nn_steps = 60\n[quick.hyperparameters]\n"
+        "discriminator_steps = 20\ndiffusion_train_steps = 20\nwindow_len = 16\n"
+        "embedding_dim = 16\nnum_layers = 1\nnum_heads = 2\nsegment_len = 8\n"
+        "diffusion_timesteps = 5\ndenoiser_width = 16\nn_generated_segments = 8\n"
+        "hidden_sizes = [32, 32]\n"
+    )
+    settings = bench.SweepSettings(episodes=1, configs=str(tmp_path), n_safe_demos=12)
+    (row,) = bench.run_sweep(bench.plan_runs(["dspo"], [TOY], [0]), settings, tmp_path / "out")
+    assert row["setting"] == "cost-label-free, 12 safe demos"
+    assert row["n_steps"] == 60 and row["hyperparameters"]["discriminator_steps"] == 20
+    assert set(row["stage_seconds"]) == {"discriminator", "diffusion", "generation", "policy"}
+    assert (
+        "stage_seconds"
+        not in bench.run_sweep(
+            bench.plan_runs(["bc_all"], [TOY], [0]), TINY, tmp_path / "bc", workers=1
+        )[0]
+    )
