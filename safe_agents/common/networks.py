@@ -220,6 +220,17 @@ class FourierTimeFeatures(nn.Module):
         return torch.cat([projected.cos(), projected.sin()], dim=-1)
 
 
+def time_embedding(dim: int) -> nn.Sequential:
+    """The diffusion timestep's embedding: Fourier features, then a ``dim -> 2 dim -> dim``
+    Mish MLP (IDQL's)."""
+    return nn.Sequential(
+        FourierTimeFeatures(dim),
+        nn.Linear(dim, 2 * dim),
+        nn.Mish(),
+        nn.Linear(2 * dim, dim),
+    )
+
+
 class ResidualBlock(nn.Module):
     """``x + MLP(LayerNorm(dropout(x)))``, hidden layer ``expansion`` times wider (IDQL: 4)."""
 
@@ -256,12 +267,7 @@ class NoisePredictionNet(nn.Module):
         expansion: int = 4,
     ) -> None:
         super().__init__()
-        self.time_embedding = nn.Sequential(
-            FourierTimeFeatures(time_dim),
-            nn.Linear(time_dim, 2 * time_dim),
-            nn.Mish(),
-            nn.Linear(2 * time_dim, time_dim),
-        )
+        self.time_embedding = time_embedding(time_dim)
         self.input = nn.Linear(obs_dim + act_dim + time_dim, width)
         self.blocks = nn.Sequential(
             *[ResidualBlock(width, dropout, expansion) for _ in range(n_blocks)]
@@ -384,12 +390,7 @@ class TemporalConvDenoiser(nn.Module):
         time_dim: int = 32,
     ) -> None:
         super().__init__()
-        self.time_embedding = nn.Sequential(
-            FourierTimeFeatures(time_dim),
-            nn.Linear(time_dim, 2 * time_dim),
-            nn.Mish(),
-            nn.Linear(2 * time_dim, time_dim),
-        )
+        self.time_embedding = time_embedding(time_dim)
         self.condition_embedding = mlp(condition_dim, time_dim, (2 * time_dim,), "mish")
         self.null_condition = nn.Parameter(torch.zeros(time_dim))
         self.input = nn.Conv1d(feature_dim, width, 1)
