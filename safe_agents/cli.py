@@ -259,15 +259,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
         f"profile {settings.profile}, {settings.episodes} episodes"
     )
     failures: list[str] = []
+    reported = [0]
 
     def on_row(run: Any, row: dict[str, Any] | None, error: BaseException | None) -> None:
+        reported[0] += 1
+        progress = f"[{reported[0]}/{len(todo)}]"
         if error is not None:
             failures.append(f"{run.key}: {type(error).__name__}: {error}")
-            print(f"  FAILED {run.key}: {type(error).__name__}: {error}", flush=True)
+            print(f"  {progress} FAILED {run.key}: {type(error).__name__}: {error}", flush=True)
             return
         assert row is not None
         print(
-            f"  {run.key}: normalized return {row.get('mean_normalized_return', float('nan')):.3f}"
+            f"  {progress} {run.key}: normalized return {row.get('mean_normalized_return', float('nan')):.3f}"
             f", cost {row.get('mean_normalized_cost', float('nan')):.3f}"
             f" (trained {row['train_seconds']:.0f} s)",
             flush=True,
