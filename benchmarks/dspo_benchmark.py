@@ -126,8 +126,8 @@ def main() -> None:
         for seed in seeds:
             rows = bc_rows(task, seed, env, data)
             for name, folder in folders.items():
-                row = bench.load_rows(folder)
-                (match,) = [r for r in row if r["task"] == task and r["seed"] == seed]
+                key = bench.Run("dspo", task, seed).key
+                (match,) = [r for r in bench.load_rows(folder) if bench.row_key(r) == key]
                 rows[name] = {
                     key: match[key]
                     for key in ("mean_normalized_return", "mean_normalized_cost", "train_seconds")

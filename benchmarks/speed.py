@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+from pathlib import Path
 
 import torch
 from bench_utils import latency_ms, steps_per_second, write_result
@@ -126,7 +127,7 @@ def main() -> None:
         results[name] = measure(name, args.task, env, data, args.steps)
         print(f"{name}: {results[name]}", flush=True)
     out = write_result(
-        args.out or f"benchmarks/results/speed_{args.task}.json",
+        args.out or Path(__file__).parent / "results" / f"speed_{args.task}.json",
         {
             "task": args.task,
             "torch_threads": 1,

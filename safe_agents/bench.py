@@ -368,7 +368,7 @@ def run_sweep(
             for future in concurrent.futures.as_completed(futures):
                 finish(futures[future], future.result)
     wanted = {run.key for run in runs}
-    return [row for row in load_rows(out) if _row_key(row) in wanted]
+    return [row for row in load_rows(out) if row_key(row) in wanted]
 
 
 def _run_on_ray(
@@ -407,7 +407,8 @@ def _ray_result(ray: Any, reference: Any) -> tuple[dict[str, Any], bytes | None]
     return row, agent_bytes
 
 
-def _row_key(row: dict[str, Any]) -> str:
+def row_key(row: dict[str, Any]) -> str:
+    """The key (file stem) of a result row."""
     return Run(row["agent"], row["task"], int(row["seed"])).key
 
 

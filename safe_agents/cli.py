@@ -270,7 +270,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
             return
         assert row is not None
         print(
-            f"  {progress} {run.key}: normalized return {row.get('mean_normalized_return', float('nan')):.3f}"
+            f"  {progress} {run.key}: normalized return "
+            f"{row.get('mean_normalized_return', float('nan')):.3f}"
             f", cost {row.get('mean_normalized_cost', float('nan')):.3f}"
             f" (trained {row['train_seconds']:.0f} s)",
             flush=True,
