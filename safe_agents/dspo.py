@@ -407,6 +407,8 @@ class DSPO(BaseAgent):
 
     def _build(self) -> None:
         c = self.config
+        # Wall-clock seconds of each stage trained in this process (not saved).
+        self.stage_seconds: dict[str, float] = {}
         self.transformer = SafetyTransformer(
             self.obs_dim,
             self.act_dim,
@@ -571,8 +573,6 @@ class DSPO(BaseAgent):
 
     def _add_seconds(self, stage: str, seconds: float) -> None:
         """Wall-clock seconds per stage of this process's training (``stage_seconds``)."""
-        if not hasattr(self, "stage_seconds"):
-            self.stage_seconds: dict[str, float] = {}
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def _discriminator_step(self, demos: WindowBatch, unlabeled: WindowBatch) -> dict[str, float]:
