@@ -37,7 +37,7 @@ def measure(name: str, task: str, env, data, steps: int) -> dict:
     """Steps/s and predict latency of one agent at its quick-profile size on ``task``."""
     n_steps, hyperparameters = bench.budget(name, task, bench.SweepSettings())
     agent_class = get_agent_class(name)
-    if getattr(agent_class, "needs_demos", False):
+    if agent_class.needs_demos:
         return measure_stages(agent_class, env, data, n_steps, hyperparameters)
     timed = SLOW.get(name, steps)
     rate = steps_per_second(agent_class, env, data, timed, **hyperparameters)

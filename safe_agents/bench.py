@@ -248,7 +248,7 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
         data = envs.load_dataset(run.task)
         agent_class = registry.get_agent_class(run.agent)
         learn_kwargs: dict[str, Any] = {}
-        if getattr(agent_class, "needs_demos", False):
+        if agent_class.needs_demos:
             # The cost-label-free setting: the agent gets the unlabeled rest and safe demos,
             # drawn with the run's seed; evaluation still counts costs.
             data, learn_kwargs["demos"] = data.strip_costs(settings.n_safe_demos, seed=run.seed)

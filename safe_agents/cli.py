@@ -136,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     out = Path(args.out)
     run_name = f"{agent.name}-{args.task}-seed{agent.seed}"
     learn_kwargs: dict[str, Any] = {}
-    if getattr(agent, "needs_demos", False):
+    if agent.needs_demos:
         # The cost-label-free setting (DSPO): the costs are removed and kept only for evaluation.
         dataset, learn_kwargs["demos"] = dataset.strip_costs(args.demos, seed=args.seed)
         print(

@@ -403,7 +403,7 @@ class DSPO(BaseAgent):
     name = "dspo"
     config_class = DSPOConfig
     config: DSPOConfig
-    needs_demos = True  # learn_offline takes unlabeled data plus demos=...
+    needs_demos = True
 
     def _build(self) -> None:
         c = self.config
@@ -503,12 +503,10 @@ class DSPO(BaseAgent):
         returns = dataset.episode_returns()
         self._return_range = (float(returns.min()), float(returns.max()))
         self._episode_returns = torch.as_tensor(returns, dtype=torch.float32, device=device)
-        self._demo_returns = torch.as_tensor(
-            self._demos.episode_returns(), dtype=torch.float32, device=device
-        )
-        self._unlabeled_returns = torch.as_tensor(
-            self._unlabeled.episode_returns(), dtype=torch.float32, device=device
-        )
+        # The training data is the unlabeled episodes followed by the demos.
+        n_unlabeled = self._unlabeled.n_episodes
+        self._unlabeled_returns = self._episode_returns[:n_unlabeled]
+        self._demo_returns = self._episode_returns[n_unlabeled:]
         with torch.no_grad():
             self._demo_pairs = (
                 self.obs_scaler(torch.as_tensor(self._demos.observations, device=device)),

@@ -111,7 +111,7 @@ def make(name, env, seed=0, **overrides):
 
 def learn(agent, dataset, **kwargs):
     """``learn_offline``, in the cost-label-free setting for agents that need demonstrations."""
-    if getattr(agent, "needs_demos", False):
+    if agent.needs_demos:
         dataset, kwargs["demos"] = dataset.strip_costs(n_safe_demos=10)
     return agent.learn_offline(dataset, **kwargs)
 

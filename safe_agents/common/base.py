@@ -62,6 +62,8 @@ class BaseAgent:
 
     name: ClassVar[str] = ""
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
+    # True for agents that learn without cost labels: learn_offline(unlabeled, demos=...) (DSPO).
+    needs_demos: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
