@@ -1,7 +1,7 @@
 """The DSRL baselines on OfflineToyReachAvoid-v0: BCQ-Lag, CPQ, COptiDICE and CDT next to BC-All
 and BC-Safe, on the same data, training seeds and evaluation seeds as the other toy benchmarks.
 
-Each agent trains at a reduced CPU budget (``BUDGETS``: smaller networks and batches than the
+Each agent trains at its ``cpu`` preset (``BUDGETS``: smaller networks and batches than the
 DSRL defaults, the same for every seed), then is evaluated on 10 episodes from evaluation seed
 1000. The final iterate is reported. Training speed (gradient steps/s) is measured at the
 reduced and the default sizes, and ``predict`` latency for 1 and 1000 observations, all in this
@@ -16,41 +16,23 @@ import argparse
 import json
 import time
 
-from bench_utils import latency_ms, mean_std_over_seeds, steps_per_second, summary, write_result
+from bench_utils import (
+    cpu_budget,
+    latency_ms,
+    mean_std_over_seeds,
+    steps_per_second,
+    summary,
+    write_result,
+)
 
 import envs
 from safe_agents import get_agent_class
 
 TASK = "OfflineToyReachAvoid-v0"
 EVAL_SEED = 1000
-SMALL_Q = {
-    "batch_size": 256,
-    "actor_hidden_sizes": (64, 64),
-    "critic_hidden_sizes": (64, 64),
-    "vae_hidden_sizes": (64, 64),
-}
-# name -> (gradient steps, hyperparameters); BC as in fisor_toy.py.
+# name -> (gradient steps, hyperparameters): every agent's cpu preset.
 BUDGETS: dict[str, tuple[int, dict]] = {
-    "bc_all": (2_000, {}),
-    "bc_safe": (2_000, {}),
-    "bcq_lag": (10_000, SMALL_Q),
-    "cpq": (10_000, SMALL_Q),
-    "coptidice": (
-        10_000,
-        {"batch_size": 256, "actor_hidden_sizes": (64, 64), "critic_hidden_sizes": (64, 64)},
-    ),
-    # CDT at OSRL's learning rate 1e-4 barely moves in a CPU budget; 1e-3 with a short warm-up.
-    "cdt": (
-        6_000,
-        {
-            "batch_size": 128,
-            "embedding_dim": 64,
-            "num_layers": 2,
-            "num_heads": 4,
-            "learning_rate": 1e-3,
-            "warmup_steps": 100,
-        },
-    ),
+    name: cpu_budget(name) for name in ("bc_all", "bc_safe", "bcq_lag", "cpq", "coptidice", "cdt")
 }
 
 

@@ -8,6 +8,15 @@ from pathlib import Path
 
 import numpy as np
 
+
+def cpu_budget(name: str) -> tuple[int, dict]:
+    """``(n_steps, hyperparameters)`` of an agent's ``cpu`` preset (the one place sizes live)."""
+    from safe_agents import get_agent_class
+
+    preset = dict(get_agent_class(name).config_class.presets["cpu"])
+    return int(preset.pop("n_steps")), preset
+
+
 SUMMARY_KEYS = ("mean_return", "mean_cost", "mean_normalized_return", "mean_normalized_cost")
 
 
@@ -31,12 +40,22 @@ def mean_std_over_seeds(rows: dict[str, list[dict]]) -> dict:
     }
 
 
-def steps_per_second(agent_class, env, data, steps: int, **kwargs) -> float:
-    """Gradient steps per second after a 5-step warm-up."""
+def steps_per_second(
+    agent_class, env, data, steps: int, planned_steps: int | None = None, **kwargs
+) -> float:
+    """Gradient steps per second after a 5-step warm-up.
+
+    ``planned_steps`` is the run's length as the agent plans it (default: warm-up + ``steps``);
+    the timed part stops after ``steps`` (DRCORL refuses a run that ends inside pretraining, so
+    its pretraining is timed as the first steps of a longer planned run).
+    """
+    from safe_agents.common.callbacks import StopAfterSteps
+
+    total = planned_steps or 5 + steps
     agent = agent_class(env, seed=0, **kwargs)
-    agent.learn_offline(data, n_steps=5, log_interval=5)
+    agent.learn_offline(data, n_steps=total, callback=StopAfterSteps(5), log_interval=5)
     start = time.perf_counter()
-    agent.learn_offline(data, n_steps=5 + steps, log_interval=steps)
+    agent.learn_offline(data, n_steps=total, callback=StopAfterSteps(5 + steps), log_interval=steps)
     return steps / (time.perf_counter() - start)
 
 

@@ -1,7 +1,7 @@
 """FISOR against BC-All and BC-Safe on OfflineToyReachAvoid-v0, and the SafetyFilter's effect.
 
 Same dataset, same evaluation seeds for every agent; 3 training seeds x 10 evaluation episodes.
-FISOR uses the reduced CPU budget of ``REDUCED_FISOR`` (the paper's defaults are 1M steps with a
+FISOR uses its ``cpu`` preset (``REDUCED_FISOR``) (the paper's defaults are 1M steps with a
 4x-wide actor and batch 2048: about 3 steps/s on a 2-core CPU). Speed figures are measured in
 the same process, side by side.
 
@@ -15,6 +15,7 @@ import json
 import time
 
 from bench_utils import (
+    cpu_budget,
     latency_ms,
     mean_std_over_seeds,
     steps_per_second,
@@ -26,16 +27,9 @@ import envs
 from safe_agents import FISOR, BCAll, BCSafe
 
 TASK = "OfflineToyReachAvoid-v0"
-# The CPU budget used here; every other hyperparameter is the paper's default.
-REDUCED_FISOR = {
-    "actor_batch_size": 256,
-    "actor_width": 64,
-    "actor_expansion": 1,
-    "critic_hidden_sizes": (64, 64),
-    "feasibility_expectile": 0.99,
-}
-FISOR_STEPS = 10_000
-BC_STEPS = 2_000
+# The cpu presets (every other hyperparameter is the paper's default).
+FISOR_STEPS, REDUCED_FISOR = cpu_budget("fisor")
+BC_STEPS, _ = cpu_budget("bc_all")
 EVAL_SEED = 1000
 
 

@@ -28,6 +28,7 @@ from bench_utils import latency_ms, steps_per_second, write_result
 
 import envs
 from safe_agents import bench, get_agent_class, list_agents
+from safe_agents.common.callbacks import StopAfterSteps
 
 # Agents that train at a few steps per second at the quick size: fewer timed steps.
 SLOW = {"cdt": 20}
@@ -40,8 +41,10 @@ def measure(name: str, task: str, env, data, steps: int) -> dict:
     if agent_class.needs_demos:
         return measure_stages(agent_class, env, data, n_steps, hyperparameters)
     timed = SLOW.get(name, steps)
-    rate = steps_per_second(agent_class, env, data, timed, **hyperparameters)
-    agent = agent_class(env, seed=0, **hyperparameters).learn_offline(data, n_steps=5)
+    rate = steps_per_second(agent_class, env, data, timed, n_steps, **hyperparameters)
+    agent = agent_class(env, seed=0, **hyperparameters).learn_offline(
+        data, n_steps=n_steps, callback=StopAfterSteps(5)
+    )
     return {
         "timed_steps": timed,
         "steps_per_s": rate,

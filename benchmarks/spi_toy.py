@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench_utils import (
+    cpu_budget,
     latency_ms,
     mean_std_over_seeds,
     steps_per_second,
@@ -27,8 +28,7 @@ import envs
 from safe_agents import SPI
 
 TASK = "OfflineToyReachAvoid-v0"
-REDUCED_SPI = {"actor_width": 64, "critic_hidden_sizes": (64, 64)}
-SPI_STEPS = 7_500
+SPI_STEPS, REDUCED_SPI = cpu_budget("spi")  # the cpu preset
 EVAL_SEED = 1000
 ABLATIONS = {
     "spi": {},

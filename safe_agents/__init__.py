@@ -13,6 +13,8 @@ from safe_agents.common import (  # noqa: E402
     BaseAgent,
     BaseCallback,
     CheckpointCallback,
+    EvalCallback,
+    StopAfterSteps,
     get_agent_class,
     list_agents,
     make_agent,
@@ -23,9 +25,9 @@ from safe_agents.fisor import FISOR  # noqa: E402
 from safe_agents.spi import SPI  # noqa: E402
 
 
-def load_agent(path, device: str = "auto") -> BaseAgent:
+def load_agent(path, device: str = "auto", torch_threads: int | None = None) -> BaseAgent:
     """Load a saved agent of any algorithm (the file says which)."""
-    return BaseAgent.load(path, device=device)
+    return BaseAgent.load(path, device=device, torch_threads=torch_threads)
 
 
 __all__ = [
@@ -43,6 +45,8 @@ __all__ = [
     "BaseAgent",
     "BaseCallback",
     "CheckpointCallback",
+    "EvalCallback",
+    "StopAfterSteps",
     "__version__",
     "get_agent_class",
     "list_agents",

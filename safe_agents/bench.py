@@ -6,10 +6,10 @@ environment and writes one result row, ``<out>/rows/<agent>__<task>__seed<seed>.
 (atomically: a killed run leaves no row). Rerunning a sweep into the same folder skips the runs
 that already have a row, so an interrupted sweep resumes where it stopped.
 
-Budgets come in profiles. ``quick`` is the CPU budget of the toy benchmarks (reduced networks,
-thousands of steps); ``full`` is the papers' (their step counts and default networks). The
-defaults per agent are :data:`PROFILES`; a TOML file per agent, ``<configs>/<agent>.toml``,
-overrides them per profile and per task::
+Budgets come in profiles. ``quick`` runs every agent's ``"cpu"`` preset (reduced networks,
+thousands of steps); ``full`` its ``"paper"`` preset (the authors' step counts and networks).
+The presets live with each agent's config (``XConfig.presets``, see :data:`PROFILE_PRESETS`); a
+TOML file per agent, ``<configs>/<agent>.toml``, overrides them per profile and per task::
 
     [quick]
     n_steps = 5000
@@ -44,75 +44,13 @@ from typing import Any
 import numpy as np
 
 from safe_agents.common import registry
+from safe_agents.common.config import CPU, PAPER
 
 EVAL_SEED = 1000
 
-# The quick profile: the reduced networks of benchmarks/*_toy.py with step counts sized so that a
-# sweep of every agent over two tasks x 3 seeds finishes within an hour on 2 CPU cores (2
-# workers of one torch thread each). Each agent's share of that hour goes with its speed: the
-# slow learners (CDT's transformer, SPI's chain backprop) get fewer steps than their toy rows.
-_SMALL_Q = {"batch_size": 256, "actor_hidden_sizes": (64, 64), "critic_hidden_sizes": (64, 64)}
-QUICK: dict[str, dict[str, Any]] = {
-    "bc_all": {"n_steps": 2_000},
-    "bc_safe": {"n_steps": 2_000},
-    "bcq_lag": {"n_steps": 6_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
-    "cpq": {"n_steps": 6_000, "hyperparameters": {**_SMALL_Q, "vae_hidden_sizes": (64, 64)}},
-    "coptidice": {"n_steps": 10_000, "hyperparameters": _SMALL_Q},
-    # CDT at OSRL's learning rate 1e-4 barely moves in a CPU budget; 1e-3 with a short warm-up.
-    "cdt": {
-        "n_steps": 2_000,
-        "hyperparameters": {
-            "batch_size": 64,
-            "embedding_dim": 64,
-            "num_layers": 2,
-            "num_heads": 4,
-            "learning_rate": 1e-3,
-            "warmup_steps": 100,
-        },
-    },
-    "fisor": {
-        "n_steps": 6_000,
-        "hyperparameters": {
-            "actor_batch_size": 256,
-            "actor_width": 64,
-            "actor_expansion": 1,
-            "critic_hidden_sizes": (64, 64),
-            "feasibility_expectile": 0.99,
-        },
-    },
-    "drcorl": {
-        "n_steps": 6_000,
-        "hyperparameters": {
-            "pretrain_steps": 4_000,
-            "actor_hidden_sizes": (64, 64),
-            "critic_hidden_sizes": (64, 64),
-            "behaviour_width": 64,
-            "behaviour_blocks": 2,
-        },
-    },
-    "spi": {
-        "n_steps": 4_000,
-        "hyperparameters": {"actor_width": 64, "critic_hidden_sizes": (64, 64)},
-    },
-    # DSPO: 1k discriminator steps (a 2-layer, 64-wide transformer over 32-step windows), 2.5k
-    # diffusion steps, 1.5k BC steps on 256 generated segments and the demos.
-    "dspo": {
-        "n_steps": 5_000,
-        "hyperparameters": {
-            "discriminator_steps": 1_000,
-            "diffusion_train_steps": 2_500,
-            "window_len": 32,
-            "embedding_dim": 64,
-            "num_layers": 2,
-            "pooling_dim": 32,
-            "discriminator_batch_size": 32,
-            "discriminator_learning_rate": 3e-4,
-            "n_generated_segments": 256,
-        },
-    },
-}
-# The full profile is every agent's config as it stands: the papers' step counts and networks.
-PROFILES: dict[str, dict[str, dict[str, Any]]] = {"quick": QUICK, "full": {}}
+# A profile names the agents' preset it runs (``XConfig.presets``, the one place sizes live):
+# quick runs the cpu presets (reduced networks, thousands of steps), full the papers' defaults.
+PROFILE_PRESETS: dict[str, str] = {"quick": CPU, "full": PAPER}
 
 
 @dataclass(frozen=True)
@@ -170,11 +108,16 @@ def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int])
 def budget(agent: str, task: str, settings: SweepSettings) -> tuple[int, dict[str, Any]]:
     """``(n_steps, hyperparameters)`` of ``agent`` on ``task`` under the sweep's profile.
 
-    The built-in profile first (:data:`PROFILES`; the full profile defers to the agent's
-    config, ``n_steps`` included), then ``[<profile>]`` of ``<configs>/<agent>.toml``, then its
-    ``[tasks."<task>".<profile>]``; later ones override earlier keys.
+    The agent's preset for the profile first (:data:`PROFILE_PRESETS`; the full profile is the
+    agent's defaults, ``n_steps`` included), then ``[<profile>]`` of ``<configs>/<agent>.toml``,
+    then its ``[tasks."<task>".<profile>]``; later ones override earlier keys.
     """
-    layers = [PROFILES[settings.profile].get(agent, {})]
+    preset = dict(
+        registry.get_agent_class(agent).config_class.presets.get(
+            PROFILE_PRESETS[settings.profile], {}
+        )
+    )
+    layers = [{"n_steps": preset.pop("n_steps", None), "hyperparameters": preset}]
     if settings.configs is not None:
         path = Path(settings.configs) / f"{agent}.toml"
         if path.is_file():
@@ -191,7 +134,7 @@ def budget(agent: str, task: str, settings: SweepSettings) -> tuple[int, dict[st
         unknown = set(layer) - {"n_steps", "hyperparameters"}
         if unknown:
             raise ValueError(f"{agent} budget: unknown keys {sorted(unknown)}")
-        n_steps = layer.get("n_steps", n_steps)
+        n_steps = layer.get("n_steps") or n_steps
         hyperparameters.update(layer.get("hyperparameters", {}))
     if agent == "drcorl" and "gamma" not in hyperparameters and settings.profile == "quick":
         # DRCORL's episode-cost estimate needs 1 / (1 - gamma) well under the episode length
@@ -253,7 +196,8 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
             # drawn with the run's seed; evaluation still counts costs.
             data, learn_kwargs["demos"] = data.strip_costs(settings.n_safe_demos, seed=run.seed)
         start = time.perf_counter()
-        agent = agent_class(env, seed=run.seed, **hyperparameters)
+        preset = PROFILE_PRESETS[settings.profile]
+        agent = agent_class(env, seed=run.seed, preset=preset, **hyperparameters)
         agent.learn_offline(data, n_steps=n_steps, **learn_kwargs)
         train_seconds = time.perf_counter() - start
         agent_bytes = None
@@ -269,6 +213,7 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
     row = {
         **asdict(run),
         "profile": settings.profile,
+        "preset": preset,
         "n_steps": n_steps,
         "hyperparameters": agent.config.to_dict(),
         "episodes": {key: report[key] for key in report if not key.startswith("mean_")},

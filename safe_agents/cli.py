@@ -27,6 +27,12 @@ DEMO_TASKS = (
 )
 
 
+def torch_default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 class UserError(Exception):
     """A mistake in what the user asked for: printed as one line, exit code 2."""
 
@@ -105,11 +111,14 @@ def cmd_info(args: argparse.Namespace) -> None:
     print(f"\nDataset cache: {envs.cache_dir()} (set SAFE_AGENTS_DATA_DIR to move it)")
     from safe_agents import get_agent_class, list_agents
 
-    print("\nAgents:")
+    print("\nAgents (name, class, steps at the paper / cpu preset, what it is):")
     for name in list_agents():
         agent_class = get_agent_class(name)
         summary = (agent_class.__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:10s} {agent_class.__name__:10s} {summary}")
+        config_class = agent_class.config_class
+        paper = config_class.from_kwargs("paper").n_steps
+        cpu = config_class.from_kwargs("cpu").n_steps
+        print(f"  {name:10s} {agent_class.__name__:10s} {paper:>9,d} / {cpu:>6,d}  {summary}")
 
 
 def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
@@ -129,10 +138,23 @@ def cmd_train(args: argparse.Namespace) -> None:
     """Train an agent offline on a task's dataset, save it, and evaluate it."""
     import envs
     from safe_agents import make_agent
+    from safe_agents.common.callbacks import RemainingTimeCallback
 
     env = envs.make(args.task)
     dataset = envs.load_dataset(args.dataset or args.task)
-    agent = make_agent(args.algo, env, seed=args.seed, **_parse_overrides(args.set))
+    agent = make_agent(
+        args.algo,
+        env,
+        seed=args.seed,
+        preset=args.preset,
+        torch_threads=args.threads,
+        **_parse_overrides(args.set),
+    )
+    steps = args.steps if args.steps is not None else agent.config.n_steps
+    print(
+        f"training {agent.name} (preset {agent.preset}, {steps} steps, "
+        f"{agent.torch_threads or torch_default_threads()} torch thread(s))"
+    )
     out = Path(args.out)
     run_name = f"{agent.name}-{args.task}-seed{agent.seed}"
     learn_kwargs: dict[str, Any] = {}
@@ -148,6 +170,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         dataset,
         **learn_kwargs,
         n_steps=args.steps,
+        callback=RemainingTimeCallback(lambda message: print(message, file=sys.stderr)),
         progress_bar=not args.no_progress,
         log_dir=out / run_name,
         log_interval=args.log_interval,
@@ -330,7 +353,20 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("algo", help="algorithm name (see `safe-agents info`)")
     train.add_argument("--task", required=True, help="task id, e.g. OfflineToyReachAvoid-v0")
     train.add_argument("--dataset", help="DSRL-format HDF5 file (default: the task's dataset)")
-    train.add_argument("--steps", type=int, help="gradient steps (default: the paper's)")
+    train.add_argument(
+        "--steps", type=int, help="gradient steps (default: the preset's; the paper's by default)"
+    )
+    train.add_argument(
+        "--preset",
+        default="paper",
+        help="named sizes and budget: paper (the authors' networks and steps; days on a CPU "
+        "for the diffusion agents) or cpu (reduced, minutes on 2 cores)",
+    )
+    train.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads (default: 1 with --preset cpu, else torch's own setting)",
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--out", default="runs", help="output folder (default ./runs)")
     train.add_argument(

@@ -7,7 +7,10 @@ only in training; ``predict`` is one MLP forward pass.
    ``eps_psi(a_t, t | s)`` (Eq. 5); the reward critic by IQL (twin ``Q_r``, ``V_r``, Eq. 17-18);
    an ensemble of ``E = 4`` cost critics by TD with next actions from the policy and a
    pessimism term ``alpha`` that pushes ``Q_c`` up on the policy's actions (Eq. 19); the policy
-   warm-started by behaviour cloning.
+   warm-started by behaviour cloning *against the diffusion model* (Algorithm 1 line 3): it
+   minimizes ``KL(pi || mu_psi)`` alone, the extraction's regularizer without a critic term, as
+   the authors' code does (mode-seeking: the policy settles on a mode of the behaviour, where
+   Gaussian NLL on the dataset's actions would average the modes).
 2. Extraction (the remaining steps; lines 7-12): critics and diffusion model keep training; the
    policy ``N(m(s), Sigma(s))``, ``a = m + Sigma^1/2 z``, follows the reward objective
    ``Q_r - KL(pi || mu_psi) / beta`` (Eq. 20) or the cost objective ``-(Q_c - l) - KL / beta``
@@ -46,6 +49,10 @@ only in training; ``predict`` is one MLP forward pass.
 - The temperature: the paper's best schedule is ``beta = 0.01 sqrt(e)`` on raw ``Q_r``; since
   the reward term here is divided by ``mean |Q_r|`` (order 1), ``beta_0 = 1`` is the default
   (``temperature``), with the paper's ``sqrt`` growth.
+- The diffusion model, critics and warm start train together from the first step (the
+  authors pretrain the diffusion model first, then warm the policy up against the frozen model):
+  one loop, one budget. The warm start therefore chases a model still being fitted.
+  ``warm_start="nll"`` (Gaussian NLL on the dataset's actions) is kept as an option.
 - Budget: the paper trains 2050 extraction steps after a pretraining it does not size; the
   defaults are 100k pretraining + 10k extraction steps.
 """
@@ -54,7 +61,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +69,13 @@ from torch import nn
 
 from safe_agents.baselines.bc import gaussian_bc_loss, mse_bc_loss
 from safe_agents.common.base import BaseAgent
-from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
+from safe_agents.common.config import (
+    CPU_MLPS,
+    AgentConfig,
+    check_choice,
+    check_in_range,
+    check_positive,
+)
 from safe_agents.common.critics import (
     QEnsemble,
     ValueNet,
@@ -73,7 +86,7 @@ from safe_agents.common.critics import (
     td_target,
     upper_confidence_bound,
 )
-from safe_agents.common.data import TransitionBatch, require_costs, resolve_cost_limit
+from safe_agents.common.data import TransitionBatch, done_mask, require_costs, resolve_cost_limit
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
 from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import (
@@ -84,6 +97,7 @@ from safe_agents.common.networks import (
 )
 
 POLICIES = ("gaussian", "constant_variance", "dirac")
+WARM_STARTS = ("diffusion", "nll")
 ADAPTATIONS = ("gradient", "crpo", "lagrangian")
 TEMPERATURE_SCHEDULES = ("constant", "sqrt", "linear")
 # What the safe adaptation did at a step; logged as train/branch (mean = the mix over the interval).
@@ -97,7 +111,10 @@ class DRCORLConfig(AgentConfig):
 
     Attributes:
         n_steps: pretraining plus extraction steps (110k: 100k + 10k).
-        pretrain_steps: steps of pretraining (diffusion model, critics, BC warm start).
+        pretrain_steps: steps of pretraining (diffusion model, critics, warm start); ``n_steps``
+            must exceed it, or no policy would be extracted.
+        warm_start: ``"diffusion"`` (minimize ``KL(pi || mu_psi)``, the spec's and the
+            authors') or ``"nll"`` (Gaussian NLL / MSE on the dataset's actions).
         batch_size: 256.
         gamma / tau: discount (0.99) and target Polyak rate (0.005).
         actor_learning_rate / critic_learning_rate: Adam (6e-4).
@@ -110,7 +127,7 @@ class DRCORLConfig(AgentConfig):
         n_cost_critics: E, members of the cost ensemble (4).
         ucb_k: k of the upper confidence bound (2.0).
         cost_pessimism: alpha of Eq. 19 (0; the paper's 0.2 diverges, see above).
-        cost_limit: the episode cost limit ``l`` (None: the dataset's metadata, else 10).
+        cost_limit: the episode cost limit ``l`` (None: the dataset's metadata, else an error).
         episode_length: L of the episode-cost estimate (None: the dataset's mean episode length).
         adaptation: ``"gradient"`` (Algorithm 3), ``"crpo"`` (Algorithm 2) or ``"lagrangian"``
             (Eq. 22 with a PID multiplier).
@@ -126,6 +143,17 @@ class DRCORLConfig(AgentConfig):
         behaviour_width / behaviour_blocks: its LN-ResNet noise network (256, 3).
     """
 
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {
+            "n_steps": 6_000,
+            "pretrain_steps": 4_000,
+            **CPU_MLPS,
+            "behaviour_width": 64,
+            "behaviour_blocks": 2,
+        },
+    }
+
     n_steps: int = 110_000
     pretrain_steps: int = 100_000
     batch_size: int = 256
@@ -136,13 +164,13 @@ class DRCORLConfig(AgentConfig):
     behaviour_learning_rate: float = 3e-4
     actor_hidden_sizes: tuple[int, ...] = (256, 256)
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
+    warm_start: str = "diffusion"
     policy: str = "gaussian"
     policy_std: float = 0.1
     reward_expectile: float = 0.7
     n_cost_critics: int = 4
     ucb_k: float = 2.0
     cost_pessimism: float = 0.0
-    cost_limit: float | None = None
     episode_length: int | None = None
     adaptation: str = "gradient"
     slack_minus: float = 0.2
@@ -176,8 +204,6 @@ class DRCORLConfig(AgentConfig):
             raise ValueError(
                 f"n_cost_critics must be >= 2 (the UCB needs a spread), got {self.n_cost_critics}"
             )
-        if self.cost_limit is not None:
-            check_positive("cost_limit", self.cost_limit)
         if self.episode_length is not None:
             check_positive("episode_length", self.episode_length)
         if len(self.pid_gains) != 3 or min(self.pid_gains) < 0:
@@ -186,9 +212,13 @@ class DRCORLConfig(AgentConfig):
         check_in_range("tau", self.tau, 0.0, 1.0)
         check_in_range("reward_expectile", self.reward_expectile, 0.5, 1.0)
         check_choice("policy", self.policy, POLICIES)
+        check_choice("warm_start", self.warm_start, WARM_STARTS)
         check_choice("adaptation", self.adaptation, ADAPTATIONS)
         check_choice("temperature_schedule", self.temperature_schedule, TEMPERATURE_SCHEDULES)
         check_choice("beta_schedule", self.beta_schedule, SCHEDULES)
+
+
+_CPU_PRETRAIN = DRCORLConfig.presets["cpu"]["pretrain_steps"]
 
 
 # ---------------------------------------------------------------------- the safe adaptation rules
@@ -338,18 +368,26 @@ class DRCORL(BaseAgent):
 
     def _setup_training(self, dataset: Any) -> None:
         require_costs(dataset, "DRCORL")
-        if self.num_steps > 0:
-            return  # resumed: keep the constants the run started with
-        limit = resolve_cost_limit(dataset, self.config.cost_limit)
-        if limit <= 0:
+        if self.num_steps == 0:  # a resumed run keeps the constants it started with
+            limit = resolve_cost_limit(dataset, self.config.cost_limit)
+            if limit <= 0:
+                raise ValueError(
+                    "DRCORL compares the estimated episode cost with the limit as a ratio, so "
+                    f"the cost limit must be > 0 (got {limit}); pass cost_limit=..."
+                )
+            lengths = [stop - start for start, stop in dataset.episode_bounds()]
+            length = self.config.episode_length or sum(lengths) / len(lengths)
+            self.cost_limit.value.fill_(limit)
+            self.episode_length.value.fill_(length)
+        if self.total_steps <= self.config.pretrain_steps:
+            # To keep a checkpoint at the end of pretraining, plan the whole run and stop early:
+            # learn_offline(data, n_steps=total, callback=StopAfterSteps(pretrain_steps)).
             raise ValueError(
-                "DRCORL compares the estimated episode cost with the limit as a ratio, so the "
-                f"cost limit must be > 0 (got {limit}); pass cost_limit=..."
+                f"DRCORL trains {self.config.pretrain_steps} pretraining steps before it extracts "
+                f"a policy, so n_steps={self.total_steps} would return the warm-started policy "
+                "with no extraction and no safety adaptation: pass n_steps > pretrain_steps, "
+                f"or a smaller pretrain_steps (preset='cpu' pretrains {_CPU_PRETRAIN} steps)"
             )
-        lengths = [stop - start for start, stop in dataset.episode_bounds()]
-        length = self.config.episode_length or sum(lengths) / len(lengths)
-        self.cost_limit.value.fill_(limit)
-        self.episode_length.value.fill_(length)
 
     # ------------------------------------------------------------------ the policy
     def _policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -385,7 +423,7 @@ class DRCORL(BaseAgent):
         metrics = self._update_behaviour(obs, actions)
         metrics.update(self._update_critics(batch, obs, next_obs, actions))
         if self.num_steps < self.config.pretrain_steps:
-            metrics.update(self._clone_behaviour(obs, actions))
+            metrics.update(self._warm_start(obs, actions))
         else:
             metrics.update(self._extract_policy(obs))
         return metrics
@@ -407,7 +445,7 @@ class DRCORL(BaseAgent):
     ) -> dict[str, float]:
         c = self.config
         # Time-limit ends are bootstrapped through: only true terminations stop the return.
-        terminal = batch.terminals
+        terminal = done_mask(batch, through_timeouts=True)
         # Reward: IQL (Eq. 17-18).
         with torch.no_grad():
             reward_target = td_target(batch.rewards, self.reward_v(next_obs), terminal, c.gamma)
@@ -438,16 +476,19 @@ class DRCORL(BaseAgent):
             "cost_td_loss": cost_td_loss.item(),
         }
 
-    def _clone_behaviour(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
-        """The warm start: behaviour cloning of the dataset's actions (Algorithm 1 line 3)."""
-        if isinstance(self.actor, GaussianActor):
+    def _warm_start(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+        """The warm start (Algorithm 1 line 3): toward the diffusion model, or the data."""
+        if self.config.warm_start == "diffusion":
+            policy_actions, std = self._sample_policy(obs, self.train_generator)
+            loss = self._kl_surrogate(obs, policy_actions, std)
+        elif isinstance(self.actor, GaussianActor):
             loss = gaussian_bc_loss(self.actor.distribution(obs), actions)
         else:
             loss = mse_bc_loss(self.actor(obs), actions)
         self.optimizers["actor"].zero_grad()
         loss.backward()
         self.optimizers["actor"].step()
-        return {"actor_bc_loss": loss.item()}
+        return {"actor_warm_start_loss": loss.item()}
 
     def _kl_surrogate(
         self, obs: torch.Tensor, actions: torch.Tensor, std: torch.Tensor | None

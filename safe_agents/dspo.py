@@ -53,7 +53,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -102,6 +102,24 @@ class DSPOConfig(AgentConfig):
         n_generated_segments: segments generated for BC.
         hidden_sizes / learning_rate: the BC policy (OSRL's BC: (256, 256), 1e-3).
     """
+
+    # cpu: 1k discriminator steps (a 2-layer, 64-wide transformer over 32-step windows), 2.5k
+    # diffusion steps, 1.5k BC steps on 256 generated segments and the demos.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {
+            "n_steps": 5_000,
+            "discriminator_steps": 1_000,
+            "diffusion_train_steps": 2_500,
+            "window_len": 32,
+            "embedding_dim": 64,
+            "num_layers": 2,
+            "pooling_dim": 32,
+            "discriminator_batch_size": 32,
+            "discriminator_learning_rate": 3e-4,
+            "n_generated_segments": 256,
+        },
+    }
 
     n_steps: int = 150_000
     batch_size: int = 256
@@ -395,6 +413,9 @@ def discriminator_report(
 # ------------------------------------------------------------------------------ the agent
 class DSPO(BaseAgent):
     """Diffusion-guided safe policy optimization without cost labels (see the module docstring).
+
+    ``cost_limit`` is accepted and recorded but unused: DSPO never sees costs; the demos carry
+    the notion of safety.
 
     ``DSPO(env).learn_offline(unlabeled, demos=demos, n_steps=...)``; costs in either dataset
     are dropped unread. ``predict`` is one MLP forward pass.

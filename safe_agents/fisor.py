@@ -1,38 +1,57 @@
 """FISOR: feasibility-guided safe offline RL with a diffusion policy.
 
 Zheng et al., "Safe Offline Reinforcement Learning with Feasibility-Guided Diffusion Model",
-ICLR 2024 (arXiv 2401.10700). Three decoupled learners, then policy extraction:
+ICLR 2024 (arXiv 2401.10700); defaults from the authors' JAX code (``master``). Three decoupled
+learners, then policy extraction:
 
 1. Feasibility by offline Hamilton-Jacobi reachability. With ``h = cost_scale`` on steps that
    cost and ``-1`` otherwise, ``Q_h`` (ensemble, max = pessimistic) regresses on
    ``(1 - gamma) h + gamma max(h, V_h(s'))`` (``h`` at episode ends), and ``V_h`` on ``Q_h`` by
    *reversed* expectile regression, tracking the best in-data feasibility. ``V_h(s) <= 0``
    marks the feasible region.
-2. Reward by IQL: ``V_r`` by expectile regression on ``min Q_r``; ``Q_r`` on ``r + gamma V_r(s')``.
+2. Reward by IQL: ``V_r`` by expectile regression on ``min Q_r``; ``Q_r`` on ``r + gamma V_r(s')``,
+   rewards scaled by ``episode_length / (R_max - R_min)``.
 3. A diffusion policy (noise prediction) trained by weighted regression (exact energy
-   guidance): ``w = exp(cost_temperature (V_h(s) - Q_h(s, a)))`` clipped to [1, 150] in
-   infeasible states; ``exp(reward_temperature (Q_r - V_r))`` (clipped at 100) for feasible
-   actions in feasible states; 0 for infeasible actions in feasible states.
-4. Execution: sample ``n_candidates`` actions per state from the EMA network and execute the
-   safest by ``Q_h`` (or the best ``Q_r`` among those with ``Q_h <= 0``).
+   guidance, Eq. 13): ``w = exp(cost_temperature (V_h(s) - Q_h(s, a)))`` clipped to [0, 150]
+   in infeasible states; ``exp(reward_temperature (Q_r - V_r))`` clipped to [0, 100] for feasible
+   actions in feasible states; 0 for infeasible actions in feasible states. Each training step
+   takes ``actor_updates_per_step`` (2) actor updates on minibatches of ``actor_batch_size``
+   (1024), each followed by an EMA update, with the cosine decay counted per actor update;
+   then one update of every critic.
+4. Execution: sample ``n_candidates`` actions per state from the EMA network (DDPM with noise
+   ``sqrt(beta_t)``, clipped to the box after every step) and execute the safest by ``Q_h``
+   (or the best ``Q_r`` among those with ``Q_h <= 0``).
 
-**Deviations** (all configurable back to the paper's values):
+Episode ends: a time-out ends the return like a termination (``done = terminals | timeouts``),
+as in the authors' DSRL loader (:func:`~safe_agents.common.data.done_mask`).
+
+**Deviations from the authors' code** (each configurable back, or harmless):
 
 - ``predict(deterministic=True)`` samples the candidates with fixed noise (common random
   numbers seeded by the agent's seed), so it is a deterministic function of the observation and
-  batched calls equal single calls; ``deterministic=False`` draws fresh noise (the paper's).
-- Observations are standardized with the dataset's statistics (``normalize_observations``).
-- The reward scale ``reward_scale / (R_max - R_min)`` uses the training dataset's episode
-  returns (the authors' code: 1000 / (R_max - R_min)).
-- Budget: the defaults are the paper's (1M steps, actor batch 2048); on a 2-core CPU the
-  benchmark configs use fewer steps and a smaller actor batch, and say so.
+  batched calls equal single calls; ``deterministic=False`` draws fresh noise (the authors').
+- Observations are standardized with the dataset's statistics (``normalize_observations``;
+  the authors feed raw observations). It lets one network size serve tasks whose observation
+  scales differ by orders of magnitude (MetaDrive); ``normalize_observations=False`` reproduces
+  the authors'.
+- ``R_max - R_min`` of the reward scale is the spread of the training data's episode returns;
+  the authors use DSRL's reference constants for the task, which this agent cannot know for a
+  user's dataset (for DSRL's data the two are close: DSRL's constants come from its data).
+- The critics' minibatch (256) is drawn on its own; the authors slice it from the first actor
+  minibatch. Both are uniform draws from the data.
+- Networks use torch's default initialisation (the authors: Xavier-uniform for the critics and
+  the noise network's input and output layers); dataset actions are not clipped to
+  ``1 - 1e-5``.
+- Budget: the defaults are the authors' (1M steps, 2 x 1024 actor samples per step, a 4x-wide
+  noise network: about 3 steps/s on a 2-core CPU); ``preset="cpu"`` shrinks networks and steps,
+  and says so in :data:`FISORConfig.presets`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -58,45 +77,74 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, require_costs
-from safe_agents.common.diffusion import NoiseScheduler
+from safe_agents.common.data import TransitionBatch, done_mask, episode_horizon, require_costs
 from safe_agents.common.networks import NoisePredictionNet, ScalarBuffer
+
+WEIGHTINGS = ("feasibility", "uniform")
 
 
 @dataclass(kw_only=True)
 class FISORConfig(DiffusionPolicyConfig):
-    """FISOR hyperparameters (paper / authors' code defaults unless noted).
+    """FISOR hyperparameters (the authors' code defaults unless noted).
 
     Attributes:
-        n_steps: gradient steps; the authors train 1M.
+        n_steps: training steps; the authors train 1M.
         batch_size: critic minibatch (256).
-        actor_batch_size: diffusion-policy minibatch (the authors: 2 x 1024).
+        actor_batch_size: minibatch of each actor update (1024).
+        actor_updates_per_step: actor updates (each with its EMA update) per training step (2).
         gamma: discount of both critics (0.99).
         tau: Polyak rate of the target critics (0.005).
         critic_learning_rate / actor_learning_rate: Adam (3e-4); the actor's decays by cosine.
-        actor_lr_decay_steps: length of the cosine decay (the authors' 3M, over 1M steps).
+        actor_lr_decay_steps: length of the cosine decay in actor updates (3M; the authors make
+            2M actor updates, so the rate ends at a quarter of its start).
         critic_hidden_sizes: widths of every critic MLP ((256, 256)).
         n_critics: members of each Q ensemble (2).
         reward_expectile: IQL expectile of V_r (0.9).
         feasibility_expectile: reversed expectile of V_h (0.9).
         cost_scale: ``h`` on steps with cost (25); ``h = -1`` otherwise.
-        reward_scale: rewards are multiplied by ``reward_scale / (R_max - R_min)`` (1000).
+        episode_length: rewards are multiplied by ``episode_length / (R_max - R_min)``; None
+            takes the dataset's ``max_episode_steps`` metadata, else its longest episode.
         cost_temperature / reward_temperature: weight temperatures (5 / 3).
-        max_cost_weight / max_reward_weight: weight clips (150 / 100).
-        diffusion_steps: T (5); beta_schedule (``"vp"``); sampler (``"ddpm"``).
+        min_cost_weight / max_cost_weight: clip of the infeasible-state weight ([0, 150], Eq. 13;
+            ``min_cost_weight=1`` keeps behaviour cloning there, as the authors' first commit).
+        max_reward_weight: clip of the feasible-state weight (100).
+        diffusion_steps: T (5); beta_schedule (``"vp"``); sampler (``"ddpm"``);
+            variance_type (``"fixed_large"``: noise ``sqrt(beta_t)``, the authors' sampler).
         actor_width / actor_blocks / actor_dropout: noise network (256 / 3 / 0.1).
         actor_expansion: hidden width of each residual block over ``actor_width`` (4, IDQL's
             LN-ResNet; 1 is ~4x cheaper on a CPU).
-        ema_tau: EMA rate of the sampling copy of the noise network (0.001).
+        time_embedding_dim: Fourier features of the timestep (64), mapped by an MLP to twice
+            that (the authors' 64 -> 128 -> 128, frequencies drawn with std 0.2).
+        ema_tau: EMA rate of the sampling copy of the noise network, per actor update (0.001).
         n_candidates: actions sampled per state at execution (16).
         (gamma, tau, diffusion_steps, beta_schedule, sampler, actor_width, actor_blocks,
         ema_tau and n_candidates are validated by ``DiffusionPolicyConfig``.)
         selection: ``"safest"`` (argmin Q_h, the paper's) or ``"reward_within_threshold"``.
+        actor_weighting: ``"feasibility"`` (Eq. 13) or ``"uniform"`` (every weight 1: plain
+            diffusion behaviour cloning, an ablation).
+        cost_limit: accepted and recorded; FISOR's hard constraint does not use it (the authors
+            use the limit only to normalize the evaluation cost).
     """
+
+    # The cpu preset: ~12x smaller networks and 2 x 256 actor samples per step (from the
+    # learning curves in benchmarks/results/fisor_curves.json); the cosine decay is kept at
+    # 1.5x the actor updates, the authors' ratio (3M over 2M).
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {
+            "n_steps": 20_000,
+            "actor_batch_size": 256,
+            "actor_width": 64,
+            "actor_expansion": 1,
+            "critic_hidden_sizes": (64, 64),
+            "actor_lr_decay_steps": 60_000,
+        },
+    }
 
     n_steps: int = 1_000_000
     batch_size: int = 256
-    actor_batch_size: int = 2048
+    actor_batch_size: int = 1024
+    actor_updates_per_step: int = 2
     critic_learning_rate: float = 3e-4
     actor_learning_rate: float = 3e-4
     actor_lr_decay_steps: int = 3_000_000
@@ -105,38 +153,49 @@ class FISORConfig(DiffusionPolicyConfig):
     reward_expectile: float = 0.9
     feasibility_expectile: float = 0.9
     cost_scale: float = 25.0
-    reward_scale: float = 1000.0
+    episode_length: int | None = None
     cost_temperature: float = 5.0
     reward_temperature: float = 3.0
+    min_cost_weight: float = 0.0
     max_cost_weight: float = 150.0
     max_reward_weight: float = 100.0
+    variance_type: str = "fixed_large"
     actor_dropout: float = 0.1
     actor_expansion: int = 4
+    time_embedding_dim: int = 64
     ema_tau: float = 0.001
     n_candidates: int = 16
     selection: str = "safest"
+    actor_weighting: str = "feasibility"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in (
             "actor_batch_size",
+            "actor_updates_per_step",
             "critic_learning_rate",
             "actor_learning_rate",
             "n_critics",
             "cost_scale",
-            "reward_scale",
             "cost_temperature",
             "reward_temperature",
             "max_cost_weight",
             "max_reward_weight",
             "actor_expansion",
             "actor_lr_decay_steps",
+            "time_embedding_dim",
         ):
             check_positive(name, getattr(self, name))
+        if self.episode_length is not None:
+            check_positive("episode_length", self.episode_length)
+        if self.time_embedding_dim % 2:
+            raise ValueError(f"time_embedding_dim must be even, got {self.time_embedding_dim}")
+        check_in_range("min_cost_weight", self.min_cost_weight, 0.0, self.max_cost_weight)
         check_in_range("reward_expectile", self.reward_expectile, 0.5, 1.0)
         check_in_range("feasibility_expectile", self.feasibility_expectile, 0.5, 1.0)
         check_in_range("actor_dropout", self.actor_dropout, 0.0, 0.99)
         check_choice("selection", self.selection, MODES)
+        check_choice("actor_weighting", self.actor_weighting, WEIGHTINGS)
 
 
 def constraint_signal(costs: torch.Tensor, cost_scale: float) -> torch.Tensor:
@@ -159,16 +218,49 @@ def policy_weights(
     """
     infeasible_state = v_h > 0
     feasible_action = q_h <= 0
-    # The authors' code clips the infeasible-state weight to [1, cost_ub]: every sample there
-    # keeps at least behaviour-cloning weight.
+    # Eq. 13 clips to [0, 150]: an action that leads further into violation than the best one
+    # (Q_h > V_h) gets a weight below 1, down to 0, so recovery is not behaviour cloning.
     cost_weight = torch.exp(config.cost_temperature * (v_h - q_h)).clamp(
-        min=1.0, max=config.max_cost_weight
+        min=config.min_cost_weight, max=config.max_cost_weight
     )
     reward_weight = torch.exp(config.reward_temperature * (q_r - v_r)).clamp(
         max=config.max_reward_weight
     )
     feasible_weight = torch.where(feasible_action, reward_weight, torch.zeros_like(reward_weight))
     return torch.where(infeasible_state, cost_weight, feasible_weight)
+
+
+def reward_scale(dataset: Any, episode_length: int | None = None) -> float:
+    """The authors' reward normalization factor, ``episode_length / (R_max - R_min)``.
+
+    ``R_max - R_min`` is the spread of the dataset's episode returns; ``episode_length`` defaults
+    to the task's (the dataset's ``max_episode_steps`` metadata, else its longest episode), so a
+    return's range maps to about one unit per step whatever the task.
+
+    Raises:
+        ValueError: a dataset with one episode, or episodes that all return the same.
+    """
+    returns = dataset.episode_returns()
+    if len(returns) < 2:
+        raise ValueError(
+            "FISOR scales rewards by the spread of the dataset's episode returns, but the "
+            f"dataset has {len(returns)} episode(s); it needs at least 2"
+        )
+    spread = float(returns.max() - returns.min())
+    if not spread > 1e-8:
+        raise ValueError(
+            "FISOR scales rewards by the spread of the dataset's episode returns, but every "
+            f"episode returns {float(returns[0]):g}"
+        )
+    length = episode_length if episode_length is not None else episode_horizon(dataset)
+    return length / spread
+
+
+def cosine_learning_rate(base: float, update: int, decay_steps: int) -> float:
+    """``base`` decayed by a half cosine over ``decay_steps`` updates, then held at 0 (optax's
+    ``cosine_decay_schedule`` with ``alpha = 0``)."""
+    progress = min(update / decay_steps, 1.0)
+    return base * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def weighted_noise_loss(
@@ -206,10 +298,13 @@ class FISOR(SafetyCriticAgent):
             c.actor_width,
             c.actor_blocks,
             c.actor_dropout,
+            time_dim=c.time_embedding_dim,
             expansion=c.actor_expansion,
+            time_out_dim=2 * c.time_embedding_dim,
+            time_scale=0.2,
         )
         self.actor_ema = make_target(self.actor)
-        self.scheduler = NoiseScheduler(c.diffusion_steps, c.beta_schedule, c.sampler)
+        self.scheduler = c.make_scheduler()
         critic_params = [
             *self.feasibility_q.parameters(),
             *self.feasibility_v.parameters(),
@@ -241,19 +336,27 @@ class FISOR(SafetyCriticAgent):
     def _setup_training(self, dataset: Any) -> None:
         require_costs(dataset, "FISOR")
         if self.num_steps == 0:
-            returns = dataset.episode_returns()
-            spread = float(returns.max() - returns.min())
-            self.reward_normalizer.value.fill_(self.config.reward_scale / max(spread, 1e-6))
+            self.reward_normalizer.value.fill_(reward_scale(dataset, self.config.episode_length))
 
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
+        # 1. Policy first, as the authors order it: the weights use the critics as they stand.
+        actor_losses, weights = [], torch.zeros(())
+        for k in range(c.actor_updates_per_step):
+            # The cosine decay counts actor updates: a function of the step counter (resumable).
+            update = self.num_steps * c.actor_updates_per_step + k
+            actor_loss, weights = self._update_actor(
+                self.sampler.sample(c.actor_batch_size), update
+            )
+            actor_losses.append(actor_loss)
+
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
-        done = torch.clamp(batch.terminals + batch.timeouts, max=1.0)
+        done = done_mask(batch, through_timeouts=False)
         rewards = batch.rewards * self.reward_normalizer.value
 
-        # 1. Feasibility: HJ reachability backup for Q_h, reversed expectile for V_h.
+        # 2. Feasibility: HJ reachability backup for Q_h, reversed expectile for V_h.
         h = constraint_signal(batch.costs, c.cost_scale)
         with torch.no_grad():
             q_h_target = reachability_target(h, self.feasibility_v(next_obs), done, c.gamma)
@@ -262,7 +365,7 @@ class FISOR(SafetyCriticAgent):
         v_h = self.feasibility_v(obs)
         v_h_loss = reversed_expectile_loss(q_h_pessimistic - v_h, c.feasibility_expectile)
 
-        # 2. Reward: IQL.
+        # 3. Reward: IQL.
         with torch.no_grad():
             q_r_target = td_target(rewards, self.reward_v(next_obs), done, c.gamma)
             q_r_conservative = self.reward_q_target(obs, actions).min(dim=0).values
@@ -276,40 +379,46 @@ class FISOR(SafetyCriticAgent):
         soft_update(self.feasibility_q_target, self.feasibility_q, c.tau)
         soft_update(self.reward_q_target, self.reward_q, c.tau)
 
-        # 3. Policy: weighted noise regression on its own (larger) minibatch.
-        actor_batch = self.sampler.sample(c.actor_batch_size)
-        actor_obs = self.obs_scaler(actor_batch.obs)
-        actor_actions = self.action_scaler.normalize(actor_batch.actions)
-        with torch.no_grad():
-            weights = policy_weights(
-                self.feasibility_q_target(actor_obs, actor_actions).max(dim=0).values,
-                self.feasibility_v(actor_obs),
-                self.reward_q_target(actor_obs, actor_actions).min(dim=0).values,
-                self.reward_v(actor_obs),
-                c,
-            )
-        noisy, t, noise = self.scheduler.training_targets(actor_actions, self.train_generator)
-        actor_loss = weighted_noise_loss(self.actor(noisy, t, actor_obs), noise, weights)
-        for group in self.optimizers["actor"].param_groups:
-            group["lr"] = self._cosine_learning_rate()
-        self.optimizers["actor"].zero_grad()
-        actor_loss.backward()
-        self.optimizers["actor"].step()
-        soft_update(self.actor_ema, self.actor, c.ema_tau)
-
         return {
             "feasibility_q_loss": q_h_loss.item(),
             "feasibility_v_loss": v_h_loss.item(),
             "reward_q_loss": q_r_loss.item(),
             "reward_v_loss": v_r_loss.item(),
-            "actor_loss": actor_loss.item(),
+            "actor_loss": sum(actor_losses) / len(actor_losses),
             "feasible_fraction": (v_h <= 0).float().mean().item(),
             "mean_weight": weights.mean().item(),
+            "actor_learning_rate": self.optimizers["actor"].param_groups[0]["lr"],
         }
 
-    def _cosine_learning_rate(self) -> float:
-        progress = min(self.num_steps / self.config.actor_lr_decay_steps, 1.0)
-        return self.config.actor_learning_rate * 0.5 * (1.0 + math.cos(math.pi * progress))
+    def _update_actor(
+        self, actor_batch: TransitionBatch, update: int
+    ) -> tuple[float, torch.Tensor]:
+        """Actor update number ``update`` (from 0): weighted noise regression, then the EMA."""
+        c = self.config
+        obs = self.obs_scaler(actor_batch.obs)
+        actions = self.action_scaler.normalize(actor_batch.actions)
+        with torch.no_grad():
+            if c.actor_weighting == "uniform":
+                weights = torch.ones(len(obs), device=obs.device)
+            else:  # the authors': target Q ensembles, online V networks
+                weights = policy_weights(
+                    self.feasibility_q_target(obs, actions).max(dim=0).values,
+                    self.feasibility_v(obs),
+                    self.reward_q_target(obs, actions).min(dim=0).values,
+                    self.reward_v(obs),
+                    c,
+                )
+        noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
+        loss = weighted_noise_loss(self.actor(noisy, t, obs), noise, weights)
+        for group in self.optimizers["actor"].param_groups:
+            group["lr"] = cosine_learning_rate(
+                c.actor_learning_rate, update, c.actor_lr_decay_steps
+            )
+        self.optimizers["actor"].zero_grad()
+        loss.backward()
+        self.optimizers["actor"].step()
+        soft_update(self.actor_ema, self.actor, c.ema_tau)
+        return loss.item(), weights
 
     # ------------------------------------------------------------------ execution
     def _scores(

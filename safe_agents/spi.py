@@ -14,6 +14,9 @@
    ``Q_r``; or (option) the best ``Q_r`` among the candidates whose ``Q_c'`` is in the top
    ``safe_fraction``.
 
+Episode ends: a time-out ends the return like a termination, as in FISOR's code, whose critics
+SPI shares (:func:`~safe_agents.common.data.done_mask`).
+
 **Deviations**: each Q term of the policy loss is divided by the batch mean of its absolute value
 (detached), as Diffusion-QL does, so ``mu`` and ``phi`` weigh comparable quantities (the paper
 does not say); the twin critics enter the policy loss and the targets through their minimum; the
@@ -26,7 +29,7 @@ gamma 0.99, tau 0.005) with ``eta, mu, phi = 0.5, 0.25, 0.25``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -47,8 +50,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch
-from safe_agents.common.diffusion import NoiseScheduler
+from safe_agents.common.data import TransitionBatch, done_mask
 from safe_agents.common.networks import NoisePredictionNet
 
 COST_REMAPS = ("indicator", "clip")
@@ -75,6 +77,11 @@ class SPIConfig(DiffusionPolicyConfig):
         selection: ``"reward"`` (argmax Q_r, the paper) or ``"safety_aware"``.
         safe_fraction: with ``"safety_aware"``, the top fraction of candidates by ``Q_c'``.
     """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {"n_steps": 4_000, "actor_width": 64, "critic_hidden_sizes": (64, 64)},
+    }
 
     n_steps: int = 1_000_000
     batch_size: int = 256
@@ -137,7 +144,11 @@ def guided_policy_loss(
 
 
 class SPI(SafetyCriticAgent):
-    """SPI: diffusion policy guided by a reward critic and a remapped safety critic."""
+    """SPI: diffusion policy guided by a reward critic and a remapped safety critic.
+
+    ``cost_limit`` is accepted and recorded but unused: SPI's safety critic learns from the
+    remapped per-step costs, with no episode budget.
+    """
 
     name = "spi"
     config_class = SPIConfig
@@ -153,7 +164,7 @@ class SPI(SafetyCriticAgent):
             self.obs_dim, self.act_dim, c.actor_width, c.actor_blocks, dropout=0.0, expansion=1
         )
         self.actor_ema = make_target(self.actor)
-        self.scheduler = NoiseScheduler(c.diffusion_steps, c.beta_schedule, c.sampler)
+        self.scheduler = c.make_scheduler()
         critic_params = [*self.reward_q.parameters(), *self.safety_q.parameters()]
         self.optimizers = {
             "critic": torch.optim.Adam(critic_params, lr=c.learning_rate, foreach=True),
@@ -179,7 +190,7 @@ class SPI(SafetyCriticAgent):
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
-        done = torch.clamp(batch.terminals + batch.timeouts, max=1.0)
+        done = done_mask(batch, through_timeouts=False)  # FISOR's rule: a time-out ends it
         safety_signal = remap_costs(batch.costs, c.cost_remap, c.cost_max)
 
         # Critics: TD on both signals, next action from the EMA policy (or the dataset).

@@ -38,9 +38,15 @@ def test_policy_weights_follow_the_three_cases():
         weights,
         torch.tensor([np.exp(5.0), np.exp(3.0), 0.0, min(np.exp(7.5), 150.0)], dtype=torch.float32),
     )
-    # In an infeasible state the weight never drops below 1 (authors' clip).
-    low = policy_weights(torch.tensor([9.0]), torch.tensor([1.0]), q_r[:1], v_r[:1], config)
-    assert low.item() == 1.0
+    # In an infeasible state an action that leads further into violation than the best one
+    # (Q_h > V_h) keeps a weight below 1 (Eq. 13's clip [0, 150]): recovery is not cloning.
+    low = policy_weights(torch.tensor([1.2]), torch.tensor([1.0]), q_r[:1], v_r[:1], config)
+    assert low.item() == pytest.approx(np.exp(-1.0), rel=1e-5)
+    worst = policy_weights(torch.tensor([9.0]), torch.tensor([1.0]), q_r[:1], v_r[:1], config)
+    assert 0.0 <= worst.item() < 1e-15
+    # The first commit's floor of 1 stays available as an option.
+    floored = FISORConfig(min_cost_weight=1.0)
+    assert policy_weights(torch.tensor([1.2]), torch.tensor([1.0]), q_r[:1], v_r[:1], floored) == 1
 
 
 def test_constraint_signal():

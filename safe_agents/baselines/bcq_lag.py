@@ -19,6 +19,9 @@ Per step (OSRL's ``BCQLTrainer.train_one_step``):
 
 Defaults: OSRL ``examples/configs/bcql_configs.py`` (the DSRL benchmark's settings).
 
+Episode ends: a time-out ends the return like a termination (OSRL's ``done = terminals |
+timeouts``, :func:`~safe_agents.common.data.done_mask`).
+
 **Deviations**: observations are standardized (``normalize_observations``); the cost backup
 stops at true terminations like the reward's (OSRL bootstraps the cost through them); the cost
 limit and episode length default to the dataset's metadata and longest episode (OSRL sets them
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
-from safe_agents.common.config import AgentConfig, check_in_range, check_positive
+from safe_agents.common.config import CPU_MLPS, AgentConfig, check_in_range, check_positive
 from safe_agents.common.critics import (
     QEnsemble,
     ensemble_td_loss,
@@ -44,7 +47,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, q_cost_limit, require_costs
+from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit, require_costs
 from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import ConditionalVAE, ScalarBuffer, mlp, vae_loss
 
@@ -64,9 +67,14 @@ class BCQLagConfig(AgentConfig):
         vae_kl_weight: beta, the KL weight of the VAE loss (0.5).
         n_sampled_actions: decoded actions per next state in the critic targets (10).
         pid_gains: K_P, K_I, K_D of the Lagrange multiplier ((0.1, 0.003, 0.001)).
-        cost_limit: the episode cost limit (None: the dataset's metadata, else 10).
+        cost_limit: the episode cost limit (None: the dataset's metadata, else an error).
         episode_length: L of the Q-unit threshold (None: the dataset's longest episode).
     """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {"n_steps": 6_000, **CPU_MLPS, "vae_hidden_sizes": (64, 64)},
+    }
 
     n_steps: int = 100_000
     batch_size: int = 512
@@ -83,7 +91,6 @@ class BCQLagConfig(AgentConfig):
     vae_kl_weight: float = 0.5
     n_sampled_actions: int = 10
     pid_gains: tuple[float, float, float] = (0.1, 0.003, 0.001)
-    cost_limit: float | None = None
     episode_length: int | None = None
 
     def __post_init__(self) -> None:
@@ -102,8 +109,6 @@ class BCQLagConfig(AgentConfig):
         check_in_range("clipped_double_q_weight", self.clipped_double_q_weight, 0.0, 1.0)
         if len(self.pid_gains) != 3 or min(self.pid_gains) < 0:
             raise ValueError(f"pid_gains must be three values >= 0, got {self.pid_gains}")
-        if self.cost_limit is not None:
-            check_positive("cost_limit", self.cost_limit, allow_zero=True)
         if self.episode_length is not None:
             check_positive("episode_length", self.episode_length)
 
@@ -129,7 +134,7 @@ def soft_clipped_double_q(values: torch.Tensor, weight: float) -> torch.Tensor:
 def bcq_target(
     rewards: torch.Tensor,
     next_values: torch.Tensor,
-    terminals: torch.Tensor,
+    done: torch.Tensor,
     gamma: float,
     weight: float,
     n_sampled: int,
@@ -139,7 +144,7 @@ def bcq_target(
     The soft clipped double Q is maximized over each state's ``n`` actions.
     """
     soft = soft_clipped_double_q(next_values, weight).reshape(-1, n_sampled)  # (B, n)
-    return td_target(rewards, soft.max(dim=1).values, terminals, gamma)
+    return td_target(rewards, soft.max(dim=1).values, done, gamma)
 
 
 class BCQLag(BaseAgent):
@@ -205,6 +210,7 @@ class BCQLag(BaseAgent):
         loss_vae.backward()
         self.optimizers["vae"].step()
 
+        done = done_mask(batch, through_timeouts=False)  # OSRL's done = terminals | timeouts
         with torch.no_grad():
             repeated = next_obs.repeat_interleave(c.n_sampled_actions, dim=0)  # (B*n, obs_dim)
             decoded = self.vae.decode(repeated, generator=self.train_generator)
@@ -212,7 +218,7 @@ class BCQLag(BaseAgent):
             reward_target = bcq_target(
                 batch.rewards,
                 self.reward_q_target(repeated, next_actions),
-                batch.terminals,
+                done,
                 c.gamma,
                 c.clipped_double_q_weight,
                 c.n_sampled_actions,
@@ -220,7 +226,7 @@ class BCQLag(BaseAgent):
             cost_target = bcq_target(
                 batch.costs,
                 self.cost_q_target(repeated, next_actions),
-                batch.terminals,
+                done,
                 c.gamma,
                 c.clipped_double_q_weight,
                 c.n_sampled_actions,

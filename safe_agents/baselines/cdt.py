@@ -76,7 +76,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 import torch
@@ -150,9 +150,24 @@ class CDTConfig(AgentConfig):
         target_return: the return asked for at deployment. None: the best return among the
             dataset's episodes whose cost is within ``target_cost`` (the best return of all
             episodes if none is). Settable later with :meth:`CDT.set_target`.
-        target_cost: the cost budget asked for at deployment. None: the dataset's cost limit
-            (its ``cost_limit`` metadata, else 10).
+        target_cost: the cost budget asked for at deployment. None: ``cost_limit``, else the
+            dataset's cost limit (its ``cost_limit`` metadata, else an error).
     """
+
+    # cpu: a 2-layer, 64-wide transformer; at OSRL's learning rate 1e-4 it barely moves in a
+    # CPU budget, so 1e-3 with a short warm-up.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {
+            "n_steps": 2_000,
+            "batch_size": 64,
+            "embedding_dim": 64,
+            "num_layers": 2,
+            "num_heads": 4,
+            "learning_rate": 1e-3,
+            "warmup_steps": 100,
+        },
+    }
 
     n_steps: int = 100_000
     batch_size: int = 2048
@@ -716,7 +731,9 @@ class CDT(BaseAgent):
         if self.num_steps == 0:
             # First call: the targets come from the config or the data (a resumed run keeps
             # the saved ones, like the observation statistics).
-            cost = resolve_cost_limit(dataset, config.target_cost)
+            cost = resolve_cost_limit(
+                dataset, config.target_cost if config.target_cost is not None else config.cost_limit
+            )
             if config.target_return is not None:
                 target = config.target_return
             else:

@@ -62,16 +62,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
-from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
+from safe_agents.common.config import (
+    CPU_MLPS,
+    AgentConfig,
+    check_choice,
+    check_in_range,
+    check_positive,
+)
 from safe_agents.common.critics import ValueNet
-from safe_agents.common.data import TransitionBatch, q_cost_limit, require_costs
+from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit, require_costs
 from safe_agents.common.networks import GaussianActor, ScalarBuffer
 
 F_DIVERGENCES = ("softchi", "chi2", "kl")
@@ -104,13 +110,17 @@ class COptiDICEConfig(AgentConfig):
             actions, relative to the data's per-dimension std; OSRL 0.1 (0 disables).
     """
 
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {"n_steps": 10_000, **CPU_MLPS},
+    }
+
     n_steps: int = 300_000
     batch_size: int = 512
     gamma: float = 0.99
     alpha: float = 0.5
     f_divergence: str = "softchi"
     cost_ub_epsilon: float = 0.01
-    cost_limit: float | None = None
     episode_length: int | None = None
     reward_scale: float = 0.1
     actor_hidden_sizes: tuple[int, ...] = (256, 256)
@@ -134,8 +144,6 @@ class COptiDICEConfig(AgentConfig):
             check_positive(name, getattr(self, name))
         check_positive("cost_ub_epsilon", self.cost_ub_epsilon, allow_zero=True)
         check_positive("augmentation_noise", self.augmentation_noise, allow_zero=True)
-        if self.cost_limit is not None:
-            check_positive("cost_limit", self.cost_limit, allow_zero=True)
         if self.episode_length is not None:
             check_positive("episode_length", self.episode_length)
         for name in ("actor_hidden_sizes", "critic_hidden_sizes"):
@@ -371,7 +379,7 @@ class COptiDICE(BaseAgent):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``nu(s)``, the advantage ``e`` and the ratio ``w``, with gradients into nu."""
         c = self.config
-        done = torch.maximum(batch.terminals, batch.timeouts)  # OSRL's done
+        done = done_mask(batch, through_timeouts=False)  # OSRL's done
         nu = self.nu(obs)
         advantage = dice_advantage(
             c.reward_scale * batch.rewards,
@@ -401,7 +409,7 @@ class COptiDICE(BaseAgent):
             len(self.initial_obs), (len(obs),), generator=generator, device=generator.device
         ).to(self.initial_obs.device)
         init_obs = self.obs_scaler(self.initial_obs[index])
-        done = torch.maximum(batch.terminals, batch.timeouts)
+        done = done_mask(batch, through_timeouts=False)
 
         # 1. The stationary distribution correction: nu, chi, lambda, tau.
         _, advantage, weights = self._weights(batch, obs, next_obs)

@@ -17,6 +17,9 @@ CPQ makes out-of-distribution actions look unsafe and learns rewards only where 
 ``q_limit`` is the episode limit in discounted units (``cost_limit_in_q_units``).
 Defaults: OSRL ``examples/configs/cpq_configs.py`` (the DSRL benchmark's settings).
 
+Episode ends: a time-out ends the return like a termination (OSRL's ``done = terminals |
+timeouts``, :func:`~safe_agents.common.data.done_mask`).
+
 **Deviations**:
 
 - OSRL computes ``E_OOD[Q_c]`` with the target cost critic under ``no_grad``, so its OOD term
@@ -33,13 +36,14 @@ Defaults: OSRL ``examples/configs/cpq_configs.py`` (the DSRL benchmark's setting
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import (
+    CPU_MLPS,
     AgentConfig,
     check_in_range,
     check_positive,
@@ -51,7 +55,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, q_cost_limit, require_costs
+from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit, require_costs
 from safe_agents.common.networks import ConditionalVAE, GaussianActor, ScalarBuffer, vae_loss
 
 
@@ -74,9 +78,14 @@ class CPQConfig(AgentConfig):
         ood_cost_scale: qc_scalar; OOD actions are pushed up to ``ood_cost_scale * q_limit``
             (1.5).
         n_reward_critics / n_cost_critics: ensemble sizes, ``min`` taken (2 and 2).
-        cost_limit: the episode cost limit (None: the dataset's metadata, else 10).
+        cost_limit: the episode cost limit (None: the dataset's metadata, else an error).
         episode_length: L of the Q-unit threshold (None: the dataset's longest episode).
     """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "paper": {},
+        "cpu": {"n_steps": 6_000, **CPU_MLPS, "vae_hidden_sizes": (64, 64)},
+    }
 
     n_steps: int = 100_000
     batch_size: int = 512
@@ -96,7 +105,6 @@ class CPQConfig(AgentConfig):
     ood_cost_scale: float = 1.5
     n_reward_critics: int = 2
     n_cost_critics: int = 2
-    cost_limit: float | None = None
     episode_length: int | None = None
 
     def __post_init__(self) -> None:
@@ -117,8 +125,6 @@ class CPQConfig(AgentConfig):
         check_in_range("gamma", self.gamma, 0.0, 0.999999)
         check_in_range("tau", self.tau, 0.0, 1.0)
         check_in_range("ood_quantile", self.ood_quantile, 0.0, 1.0)
-        if self.cost_limit is not None:
-            check_positive("cost_limit", self.cost_limit, allow_zero=True)
         if self.episode_length is not None:
             check_positive("episode_length", self.episode_length)
 
@@ -215,8 +221,9 @@ class CPQ(BaseAgent):
             next_reward_q = self.reward_q_target(next_obs, next_actions).min(dim=0).values
             next_cost_q = self.cost_q_target(next_obs, next_actions).min(dim=0).values
             gated = safe_indicator(next_cost_q, q_limit) * next_reward_q
-            reward_target = td_target(batch.rewards, gated, batch.terminals, c.gamma)
-            cost_target = td_target(batch.costs, next_cost_q, batch.terminals, c.gamma)
+            done = done_mask(batch, through_timeouts=False)  # OSRL's done = terminals | timeouts
+            reward_target = td_target(batch.rewards, gated, done, c.gamma)
+            cost_target = td_target(batch.costs, next_cost_q, done, c.gamma)
             # Policy actions, n per state, and which of them the VAE finds unfamiliar.
             repeated = obs.repeat_interleave(c.n_sampled_actions, dim=0)  # (B*n, obs_dim)
             sampled = self._sample_policy(repeated, self.train_generator)

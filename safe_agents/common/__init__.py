@@ -5,7 +5,9 @@ from safe_agents.common.callbacks import (
     BaseCallback,
     CallbackList,
     CheckpointCallback,
+    EvalCallback,
     ProgressBarCallback,
+    RemainingTimeCallback,
     StopAfterSteps,
 )
 from safe_agents.common.config import AgentConfig
@@ -20,8 +22,10 @@ __all__ = [
     "BaseCallback",
     "CallbackList",
     "CheckpointCallback",
+    "EvalCallback",
     "Logger",
     "ProgressBarCallback",
+    "RemainingTimeCallback",
     "StopAfterSteps",
     "get_agent_class",
     "list_agents",

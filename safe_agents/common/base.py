@@ -17,8 +17,9 @@ agent with a context across steps (CDT) carry it through ``predict``'s ``state``
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +30,7 @@ from torch import nn
 
 from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
-from safe_agents.common.config import AgentConfig
+from safe_agents.common.config import CPU, PAPER, AgentConfig
 from safe_agents.common.data import TransitionSampler, coerce_dataset
 from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.logger import Logger
@@ -54,7 +55,14 @@ class BaseAgent:
         seed: fixes initialisation, data order and sampling; drawn at random (and kept in
             ``self.seed`` and in saved files) when None.
         device: ``"auto"``, ``"cpu"``, ``"cuda"``...
-        **hyperparameters: fields of the algorithm's config dataclass (``config_class``).
+        preset: named sizes and budget, ``"paper"`` (the defaults: the authors' networks and
+            steps) or ``"cpu"`` (reduced networks and steps that train in minutes on 2 cores);
+            ``config_class.presets`` lists them. Hyperparameters given beside it override it.
+        torch_threads: torch's intra-op threads while training and predicting (restored after).
+            None picks by preset: 1 for ``"cpu"`` (small networks gain nothing from a second
+            thread and lose up to 25x on a busy machine), torch's own setting otherwise.
+        **hyperparameters: fields of the algorithm's config dataclass (``config_class``),
+            ``cost_limit`` among them for every agent.
 
     Raises:
         ValueError: unknown or invalid hyperparameters, or unsupported spaces.
@@ -78,6 +86,8 @@ class BaseAgent:
         action_space: gym.Space | None = None,
         seed: int | None = None,
         device: str | torch.device = "auto",
+        preset: str = PAPER,
+        torch_threads: int | None = None,
         **hyperparameters: Any,
     ) -> None:
         if env is not None:
@@ -89,7 +99,13 @@ class BaseAgent:
         self.action_space: gym.spaces.Box = _check_box("action_space", action_space)
         self.obs_dim = int(self.observation_space.shape[0])
         self.act_dim = int(self.action_space.shape[0])
-        self.config = self.config_class.from_kwargs(**hyperparameters)
+        self.config = self.config_class.from_kwargs(preset, **hyperparameters)
+        self.preset = preset
+        if torch_threads is not None and torch_threads < 1:
+            raise ValueError(f"torch_threads must be >= 1 or None, got {torch_threads!r}")
+        self.torch_threads = (
+            torch_threads if torch_threads is not None else _default_threads(preset)
+        )
         self.seed = int(seed) if seed is not None else new_seed()
         self.device = get_device(device)
         self.num_steps = 0
@@ -171,6 +187,21 @@ class BaseAgent:
         Returns:
             self.
         """
+        with torch_threads(self.torch_threads):
+            return self._learn_offline(
+                dataset, n_steps, callback, progress_bar, log_dir, log_interval, resume_from
+            )
+
+    def _learn_offline(
+        self,
+        dataset: Any,
+        n_steps: int | None,
+        callback: BaseCallback | Sequence[BaseCallback] | None,
+        progress_bar: bool,
+        log_dir: str | Path | None,
+        log_interval: int,
+        resume_from: str | Path | None,
+    ) -> BaseAgent:
         if resume_from is not None:
             self._restore(serialization.read_agent_file(resume_from), resume_from)
         total = int(n_steps if n_steps is not None else self.config.n_steps)
@@ -247,7 +278,7 @@ class BaseAgent:
             ValueError: wrong shape or non-finite values, naming them.
         """
         obs, single = self._check_observation(observation)
-        with torch.no_grad():
+        with torch_threads(self.torch_threads), torch.no_grad():
             tensor = torch.as_tensor(obs, device=self.device)
             scaled, state = self._act_in_context(
                 self.obs_scaler(tensor), state, episode_start, deterministic
@@ -274,6 +305,8 @@ class BaseAgent:
         config = {
             "algorithm": self.name,
             "seed": self.seed,
+            "preset": self.preset,
+            "trained_steps": self.num_steps,
             "observation_space": serialization.box_to_dict(self.observation_space),
             "action_space": serialization.box_to_dict(self.action_space),
             "hyperparameters": self.config.to_dict(),
@@ -281,7 +314,12 @@ class BaseAgent:
         return serialization.write_agent_file(path, config, weights, training)
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "auto") -> BaseAgent:
+    def load(
+        cls,
+        path: str | Path,
+        device: str | torch.device = "auto",
+        torch_threads: int | None = None,
+    ) -> BaseAgent:
         """Rebuild an agent from a file written by :meth:`save`; never executes code from it.
 
         Called on ``BaseAgent`` it rebuilds whichever algorithm the file holds. The file's
@@ -306,10 +344,17 @@ class BaseAgent:
                 action_space=serialization.box_from_dict(config["action_space"]),
                 seed=config["seed"],
                 device=device,
+                torch_threads=torch_threads,
                 **config["hyperparameters"],
             )
         except (TypeError, ValueError, KeyError) as error:
             raise serialization.AgentLoadError(f"{path}: invalid config.json: {error}") from error
+        # The hyperparameters are complete; the preset is kept as a label (and for the threads).
+        preset = config.get("preset", PAPER)
+        if isinstance(preset, str):
+            agent.preset = preset
+            if torch_threads is None:
+                agent.torch_threads = _default_threads(preset)
         agent._restore(contents, path)
         return agent
 
@@ -387,6 +432,26 @@ class BaseAgent:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
+
+
+def _default_threads(preset: str) -> int | None:
+    """One thread for the small networks of the cpu preset, else torch's own setting."""
+    return 1 if preset == CPU else None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with ``threads`` intra-op threads (None: leave torch's setting), then
+    restore the previous count."""
+    previous = torch.get_num_threads()
+    if threads is None or threads == previous:
+        yield
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _check_box(name: str, space: gym.Space) -> gym.spaces.Box:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +144,120 @@ class ProgressBarCallback(BaseCallback):
 
     def _on_training_end(self) -> None:
         self.bar.close()
+
+
+class EvalCallback(BaseCallback):
+    """Evaluates the current iterate every ``eval_every`` steps: a learning curve.
+
+    Args:
+        evaluate: ``evaluate(agent) -> dict of numbers`` (e.g. a closure over
+            ``envs.evaluate`` with its own evaluation seeds, apart from the final evaluation's).
+        eval_every: steps between evaluations (and one at the last step).
+        train_metrics: also store the step's training metrics beside each point.
+
+    Attributes:
+        history: one dict per evaluation, ``{"step": ..., **evaluate(agent)}``.
+
+    The agent's networks are put in eval mode for the evaluation and back in train mode after;
+    evaluation draws no randomness from the agent's training generators, so a run with this
+    callback trains exactly as one without.
+    """
+
+    def __init__(
+        self,
+        evaluate: Callable[[BaseAgent], dict[str, Any]],
+        eval_every: int,
+        train_metrics: bool = True,
+    ) -> None:
+        super().__init__()
+        if eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1, got {eval_every}")
+        self.evaluate = evaluate
+        self.eval_every = eval_every
+        self.train_metrics = train_metrics
+        self.history: list[dict[str, Any]] = []
+        self._total = 0
+
+    def _on_training_start(self, n_steps: int) -> None:
+        self._total = n_steps
+
+    def _on_step(self) -> bool:
+        if self.num_steps % self.eval_every and self.num_steps != self._total:
+            return True
+        modules = self.agent._saved_modules().values()
+        for module in modules:
+            module.eval()
+        try:
+            point: dict[str, Any] = {"step": self.num_steps, **self.evaluate(self.agent)}
+        finally:
+            for module in modules:
+                module.train()
+        if self.train_metrics:
+            point["train"] = {key: float(value) for key, value in self.metrics.items()}
+        self.history.append(point)
+        return True
+
+
+class RemainingTimeCallback(BaseCallback):
+    """Estimates the time left once, after the first steps, and reports it.
+
+    After ``min_seconds`` (and at least ``min_steps`` steps) it calls ``report(message)`` with
+    the measured rate and the estimated time to ``n_steps``, adding a warning when that exceeds
+    ``warn_above_seconds`` (an hour): the paper presets plan days of CPU training.
+    """
+
+    def __init__(
+        self,
+        report: Callable[[str], None],
+        min_seconds: float = 5.0,
+        min_steps: int = 20,
+        warn_above_seconds: float = 3600.0,
+    ) -> None:
+        super().__init__()
+        self.report = report
+        self.min_seconds = min_seconds
+        self.min_steps = min_steps
+        self.warn_above_seconds = warn_above_seconds
+        self.estimate_seconds: float | None = None
+        self._start = 0.0
+        self._start_step = 0
+        self._total = 0
+
+    def _on_training_start(self, n_steps: int) -> None:
+        self._start = time.perf_counter()
+        self._start_step = self.agent.num_steps
+        self._total = n_steps
+
+    def _on_step(self) -> bool:
+        if self.estimate_seconds is not None:
+            return True
+        elapsed = time.perf_counter() - self._start
+        done = self.num_steps - self._start_step
+        left = self._total - self.num_steps
+        if left <= 0 or done < self.min_steps or elapsed < self.min_seconds:
+            return True
+        rate = done / elapsed
+        self.estimate_seconds = left / rate
+        message = (
+            f"{rate:.1f} steps/s: about {format_duration(self.estimate_seconds)} left for "
+            f"{left} more steps"
+        )
+        if self.estimate_seconds > self.warn_above_seconds:
+            message += (
+                f" (over {format_duration(self.warn_above_seconds)}: the cpu preset or fewer "
+                "steps train in minutes)"
+            )
+        self.report(message)
+        return True
+
+
+def format_duration(seconds: float) -> str:
+    """``"42 s"``, ``"12 min"`` or ``"3.5 h"``."""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def as_callback(callback: BaseCallback | Sequence[BaseCallback] | None) -> BaseCallback | None:

@@ -3,6 +3,12 @@
 Each algorithm declares ``@dataclass(kw_only=True) class XConfig(AgentConfig)`` with the paper's
 defaults (source noted per field) and validates in ``__post_init__``. Configs round-trip through
 JSON: no callables, tuples stored as lists and restored.
+
+**Presets** are the one place where an agent's sizes and budgets are named: ``XConfig.presets``
+maps a preset name to the fields it changes. ``"paper"`` is the defaults (the authors' networks
+and step counts); ``"cpu"`` shrinks networks and budgets so the agent trains in minutes on a
+2-core CPU. ``FISOR(env, preset="cpu")``, ``safe-agents train fisor --preset cpu`` and the quick
+benchmark profile all read them; keywords given beside a preset override its values.
 """
 
 from __future__ import annotations
@@ -10,7 +16,18 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+from safe_agents.common.diffusion import SAMPLERS, SCHEDULES, VARIANCE_TYPES, NoiseScheduler
+
+PAPER = "paper"  # the defaults: the authors' networks and step counts
+CPU = "cpu"  # reduced networks and steps that train in minutes on 2 CPU cores
+# The cpu presets' minibatch and actor and critic MLPs (the papers': 256-512, (256, 256)).
+CPU_MLPS: dict[str, Any] = {
+    "batch_size": 256,
+    "actor_hidden_sizes": (64, 64),
+    "critic_hidden_sizes": (64, 64),
+}
 
 
 def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
@@ -39,23 +56,37 @@ class AgentConfig:
         batch_size: transitions per gradient step.
         normalize_observations: standardize observations with the dataset's mean and std
             (stored with the weights). Not in every paper; off reproduces them exactly.
+        cost_limit: the episode cost limit. None: the dataset's ``cost_limit`` metadata (every
+            dataset of ``envs`` has its task's), else a clear error for the agents that use it.
+            Agents that do not use it (FISOR's hard constraint, BC-All) accept and record it.
+        presets: (class attribute) named sizes and budgets, ``{"paper": {}, "cpu": {...}}``.
     """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {PAPER: {}}
 
     n_steps: int = 100_000
     batch_size: int = 256
     normalize_observations: bool = True
+    cost_limit: float | None = None
 
     def __post_init__(self) -> None:
         check_positive("n_steps", self.n_steps)
         check_positive("batch_size", self.batch_size)
+        if self.cost_limit is not None:
+            check_positive("cost_limit", self.cost_limit, allow_zero=True)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
             if isinstance(value, list):  # JSON gives lists back for tuple fields
                 setattr(self, field.name, tuple(value))
 
     @classmethod
-    def from_kwargs(cls, **hyperparameters: Any) -> AgentConfig:
-        """Build from keyword arguments, naming the valid ones when one is unknown."""
+    def from_kwargs(cls, preset: str = PAPER, **hyperparameters: Any) -> AgentConfig:
+        """Build from a preset and keyword arguments (which override the preset's values),
+        naming the valid ones when a preset or a keyword is unknown."""
+        if preset not in cls.presets:
+            raise ValueError(
+                f"unknown preset {preset!r} for {cls.__name__}; available: {sorted(cls.presets)}"
+            )
         valid = [field.name for field in dataclasses.fields(cls)]
         unknown = sorted(set(hyperparameters) - set(valid))
         if unknown:
@@ -63,7 +94,7 @@ class AgentConfig:
                 f"unknown hyperparameter(s) {unknown} for {cls.__name__}; valid ones are "
                 f"{sorted(valid)}"
             )
-        return cls(**hyperparameters)
+        return cls(**{**cls.presets[preset], **hyperparameters})
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serializable field values."""
@@ -88,6 +119,9 @@ class DiffusionPolicyConfig(AgentConfig):
         diffusion_steps: T, the number of diffusion steps (5).
         beta_schedule: ``"vp"``, ``"linear"`` or ``"cosine"`` (``"vp"``).
         sampler: ``"ddpm"`` or ``"ddim"`` (``"ddpm"``).
+        variance_type: the noise of a DDPM step, ``"fixed_small"`` (the posterior's std) or
+            ``"fixed_large"`` (``sqrt(beta_t)``, FISOR's sampler).
+        ddim_eta: DDIM's stochasticity (0: deterministic; 1: DDPM-like).
         actor_width / actor_blocks: width and residual blocks of the noise network.
         ema_tau: EMA rate of the sampling copy of the noise network.
         n_candidates: actions sampled per state at execution.
@@ -98,6 +132,8 @@ class DiffusionPolicyConfig(AgentConfig):
     diffusion_steps: int = 5
     beta_schedule: str = "vp"
     sampler: str = "ddpm"
+    variance_type: str = "fixed_small"
+    ddim_eta: float = 0.0
     actor_width: int = 256
     actor_blocks: int = 3
     ema_tau: float = 0.005
@@ -105,8 +141,6 @@ class DiffusionPolicyConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from safe_agents.common.diffusion import SAMPLERS, SCHEDULES
-
         for name in ("diffusion_steps", "actor_width", "actor_blocks", "n_candidates"):
             check_positive(name, getattr(self, name))
         check_in_range("gamma", self.gamma, 0.0, 0.999999)
@@ -114,3 +148,15 @@ class DiffusionPolicyConfig(AgentConfig):
         check_in_range("ema_tau", self.ema_tau, 0.0, 1.0)
         check_choice("beta_schedule", self.beta_schedule, SCHEDULES)
         check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("variance_type", self.variance_type, VARIANCE_TYPES)
+        check_in_range("ddim_eta", self.ddim_eta, 0.0, 1.0)
+
+    def make_scheduler(self) -> NoiseScheduler:
+        """The noise scheduler these fields describe."""
+        return NoiseScheduler(
+            self.diffusion_steps,
+            self.beta_schedule,
+            self.sampler,
+            eta=self.ddim_eta,
+            variance_type=self.variance_type,
+        )

@@ -38,15 +38,31 @@ def coerce_dataset(dataset: Any) -> Any:
     )
 
 
-DEFAULT_COST_LIMIT = 10.0  # OSRL's default episode cost limit
+DEFAULT_COST_LIMIT = 10.0  # OSRL's default episode cost limit (CDT's target before training)
 
 
 def resolve_cost_limit(dataset: Any, cost_limit: float | None) -> float:
     """The episode cost limit to train for: ``cost_limit`` if given, else the dataset's own
-    (its ``cost_limit`` metadata), else OSRL's default of 10."""
+    (its ``cost_limit`` metadata, which every dataset of ``envs`` carries: the task's limit).
+
+    Raises:
+        ValueError: neither is set (a custom dataset without metadata): a limit is never guessed.
+    """
     if cost_limit is not None:
         return float(cost_limit)
-    return float(dataset.metadata.get("cost_limit", DEFAULT_COST_LIMIT))
+    if dataset.metadata.get("cost_limit") is None:
+        raise ValueError(
+            "no cost limit: pass cost_limit=... to the agent, or set "
+            "dataset.metadata['cost_limit'] (datasets of envs carry their task's limit)"
+        )
+    return float(dataset.metadata["cost_limit"])
+
+
+def episode_horizon(dataset: Any) -> int:
+    """The task's episode length: the dataset's ``max_episode_steps`` metadata, else its longest
+    episode."""
+    recorded = dataset.metadata.get("max_episode_steps")
+    return int(recorded) if recorded else longest_episode(dataset)
 
 
 def longest_episode(dataset: Any) -> int:
@@ -85,6 +101,23 @@ class TransitionBatch(NamedTuple):
     terminals: torch.Tensor
     timeouts: torch.Tensor
     next_actions: torch.Tensor  # the dataset's next action (meaningless where an episode ends)
+
+
+def done_mask(batch: TransitionBatch, through_timeouts: bool) -> torch.Tensor:
+    """``1`` where a TD target stops bootstrapping (the ``done`` of ``td_target``), else ``0``.
+
+    Each agent chooses what its authors did and says so in its docstring:
+
+    - ``through_timeouts=False``: a time-out ends the return too, ``done = terminals |
+      timeouts``: DSRL's ``done``, which FISOR's code and OSRL's baselines (BCQ-Lag, CPQ,
+      COptiDICE) train with; SPI follows FISOR.
+    - ``through_timeouts=True``: only true terminations end the return. A time limit is not a
+      property of the state, so the value after it is still the value of continuing (DRCORL,
+      whose episode-cost estimate ``Q (1 - gamma) L`` assumes an unending per-step rate).
+    """
+    if through_timeouts:
+        return batch.terminals
+    return torch.maximum(batch.terminals, batch.timeouts)
 
 
 class TransitionSampler:

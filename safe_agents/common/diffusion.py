@@ -6,7 +6,7 @@
 - ``add_noise(x0, noise, t)``: ``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` (forward);
 - ``set_timesteps(n)``: the descending timesteps a sampler visits, ``n <= T`` for few-step sampling;
 - ``step(eps, t, x_t)``: one reverse step with the predicted noise, DDPM (stochastic, Ho et al.
-  2020, posterior variance) or DDIM (Song et al. 2021, ``eta`` = 0 deterministic);
+  2020) or DDIM (Song et al. 2021, ``eta`` = 0 deterministic, 1 DDPM-like);
 - ``sample(...)``: the whole reverse chain from Gaussian noise, optionally clipping every step.
 
 Timesteps are 0-based indices ``t = 0..T-1`` into the schedule arrays.
@@ -21,6 +21,10 @@ import torch
 
 SCHEDULES = ("vp", "linear", "cosine")
 SAMPLERS = ("ddpm", "ddim")
+# The noise of a stochastic DDPM step (diffusers' names): the posterior's std
+# sqrt(beta_t (1 - abar_{t-1}) / (1 - abar_t)) ("fixed_small"), or sqrt(beta_t) ("fixed_large",
+# the choice of Ho et al.'s other variant and of FISOR's sampler).
+VARIANCE_TYPES = ("fixed_small", "fixed_large")
 
 
 def vp_beta_schedule(
@@ -61,6 +65,8 @@ class NoiseScheduler:
         beta_schedule: ``"vp"`` (default, the papers'), ``"linear"`` or ``"cosine"``.
         sampler: ``"ddpm"`` or ``"ddim"``.
         eta: DDIM stochasticity (0 deterministic, 1 DDPM-like); ignored by DDPM.
+        variance_type: the noise of a DDPM step, ``"fixed_small"`` (the posterior's, default)
+            or ``"fixed_large"`` (``sqrt(beta_t)``); ignored by DDIM.
     """
 
     def __init__(
@@ -69,6 +75,7 @@ class NoiseScheduler:
         beta_schedule: str = "vp",
         sampler: str = "ddpm",
         eta: float = 0.0,
+        variance_type: str = "fixed_small",
     ) -> None:
         if num_train_timesteps < 1:
             raise ValueError(f"num_train_timesteps must be >= 1, got {num_train_timesteps}")
@@ -76,6 +83,13 @@ class NoiseScheduler:
             raise ValueError(f"beta_schedule must be one of {SCHEDULES}, got {beta_schedule!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if variance_type not in VARIANCE_TYPES:
+            raise ValueError(
+                f"variance_type must be one of {VARIANCE_TYPES}, got {variance_type!r}"
+            )
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta!r}")
+        self.variance_type = variance_type
         self.num_train_timesteps = num_train_timesteps
         self.sampler = sampler
         self.eta = eta
@@ -144,7 +158,10 @@ class NoiseScheduler:
                 math.sqrt(abar_prev) * beta_step / (1.0 - abar_t) * x0
                 + math.sqrt(alpha_step) * (1.0 - abar_prev) / (1.0 - abar_t) * sample
             )
-            sigma = math.sqrt(beta_step * (1.0 - abar_prev) / (1.0 - abar_t))
+            if self.variance_type == "fixed_large":
+                sigma = math.sqrt(beta_step)
+            else:
+                sigma = math.sqrt(beta_step * (1.0 - abar_prev) / (1.0 - abar_t))
         if prev < 0 or sigma == 0.0:
             return mean
         if noise is None:

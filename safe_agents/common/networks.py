@@ -220,14 +220,15 @@ class FourierTimeFeatures(nn.Module):
         return torch.cat([projected.cos(), projected.sin()], dim=-1)
 
 
-def time_embedding(dim: int) -> nn.Sequential:
-    """The diffusion timestep's embedding: Fourier features, then a ``dim -> 2 dim -> dim``
-    Mish MLP (IDQL's)."""
+def time_embedding(dim: int, out_dim: int | None = None, scale: float = 1.0) -> nn.Sequential:
+    """The diffusion timestep's embedding: ``dim`` Fourier features (frequencies drawn with std
+    ``scale``), then a ``dim -> 2 dim -> out_dim`` Mish MLP (IDQL's; ``out_dim`` defaults to
+    ``dim``). FISOR's authors use ``dim = 64``, ``out_dim = 128``, ``scale = 0.2``."""
     return nn.Sequential(
-        FourierTimeFeatures(dim),
+        FourierTimeFeatures(dim, scale),
         nn.Linear(dim, 2 * dim),
         nn.Mish(),
-        nn.Linear(2 * dim, dim),
+        nn.Linear(2 * dim, out_dim or dim),
     )
 
 
@@ -254,6 +255,9 @@ class NoisePredictionNet(nn.Module):
     ``eps(a_t, t | s)``: the timestep goes through learnable Fourier features and a small MLP,
     is concatenated with ``s`` and ``a_t``, then residual blocks with layer norm and dropout
     (FISOR: 3 blocks of width 256 with 4x hidden layers, dropout 0.1).
+
+    Args:
+        time_dim / time_out_dim / time_scale: the timestep embedding (:func:`time_embedding`).
     """
 
     def __init__(
@@ -265,10 +269,13 @@ class NoisePredictionNet(nn.Module):
         dropout: float = 0.1,
         time_dim: int = 16,
         expansion: int = 4,
+        time_out_dim: int | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        self.time_embedding = time_embedding(time_dim)
-        self.input = nn.Linear(obs_dim + act_dim + time_dim, width)
+        self.time_embedding = time_embedding(time_dim, time_out_dim, time_scale)
+        embedded = time_out_dim or time_dim
+        self.input = nn.Linear(obs_dim + act_dim + embedded, width)
         self.blocks = nn.Sequential(
             *[ResidualBlock(width, dropout, expansion) for _ in range(n_blocks)]
         )
