@@ -51,7 +51,7 @@ def steps_per_second(
     """
     from safe_agents.common.callbacks import StopAfterSteps
 
-    total = planned_steps or 5 + steps
+    total = max(planned_steps or 0, 5 + steps)
     agent = agent_class(env, seed=0, **kwargs)
     agent.learn_offline(data, n_steps=total, callback=StopAfterSteps(5), log_interval=5)
     start = time.perf_counter()

@@ -1,9 +1,9 @@
 """FISOR against BC-All and BC-Safe on OfflineToyReachAvoid-v0, and the SafetyFilter's effect.
 
 Same dataset, same evaluation seeds for every agent; 3 training seeds x 10 evaluation episodes.
-FISOR uses its ``cpu`` preset (``REDUCED_FISOR``) (the paper's defaults are 1M steps with a
-4x-wide actor and batch 2048: about 3 steps/s on a 2-core CPU). Speed figures are measured in
-the same process, side by side.
+FISOR uses its ``cpu`` preset (``REDUCED_FISOR``; the paper's defaults are 1M steps with a
+4x-wide actor and 2 x 1024 actor samples per step: about 3 steps/s on a 2-core CPU). Speed
+figures are measured in the same process, side by side.
 
     python benchmarks/fisor_toy.py --out benchmarks/results/fisor_toy.json
 """

@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from safe_agents.baselines.bc import gaussian_bc_loss, mse_bc_loss
-from safe_agents.common.base import BaseAgent
+from safe_agents.common.base import BaseAgent, torch_threads
 from safe_agents.common.config import (
     CPU_MLPS,
     AgentConfig,
@@ -584,7 +584,7 @@ class DRCORL(BaseAgent):
         One observation gives ``(act_dim,)`` arrays, a batch ``(B, act_dim)``.
         """
         obs, single = self._check_observation(observation)
-        with torch.no_grad():
+        with torch_threads(self.torch_threads), torch.no_grad():
             mean, std = self._policy(self.obs_scaler(torch.as_tensor(obs, device=self.device)))
             half_range = 0.5 * (self.action_scaler.high - self.action_scaler.low)
             env_mean = self.action_scaler.denormalize(mean).cpu().numpy()
@@ -594,7 +594,7 @@ class DRCORL(BaseAgent):
     def cost_estimate(self, observations: Any) -> float:
         """The UCB episode-cost estimate of the deterministic policy on these states."""
         obs, _ = self._check_observation(observations)
-        with torch.no_grad():
+        with torch_threads(self.torch_threads), torch.no_grad():
             tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
             q = upper_confidence_bound(
                 self.cost_q(tensor, self._policy(tensor)[0]), self.config.ucb_k

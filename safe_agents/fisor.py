@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from safe_agents.common.base import SafetyCriticAgent
+from safe_agents.common.base import SafetyCriticAgent, torch_threads
 from safe_agents.common.candidates import MODES, select_candidates
 from safe_agents.common.config import (
     DiffusionPolicyConfig,
@@ -96,7 +96,8 @@ class FISORConfig(DiffusionPolicyConfig):
         tau: Polyak rate of the target critics (0.005).
         critic_learning_rate / actor_learning_rate: Adam (3e-4); the actor's decays by cosine.
         actor_lr_decay_steps: length of the cosine decay in actor updates (3M; the authors make
-            2M actor updates, so the rate ends at a quarter of its start).
+            2M actor updates, so the rate ends at a quarter of its start). None: 1.5x the
+            actor updates of the planned run (the same ratio for any ``n_steps``).
         critic_hidden_sizes: widths of every critic MLP ((256, 256)).
         n_critics: members of each Q ensemble (2).
         reward_expectile: IQL expectile of V_r (0.9).
@@ -126,9 +127,9 @@ class FISORConfig(DiffusionPolicyConfig):
             use the limit only to normalize the evaluation cost).
     """
 
-    # The cpu preset: ~12x smaller networks and 2 x 256 actor samples per step (from the
-    # learning curves in benchmarks/results/fisor_curves.json); the cosine decay is kept at
-    # 1.5x the actor updates, the authors' ratio (3M over 2M).
+    # The cpu preset: ~12x smaller networks, 2 x 256 actor samples per step, 20k steps (from the
+    # learning curves of benchmarks/fidelity.py, results/fidelity.md); the cosine decay spans
+    # 1.5x the planned actor updates, the authors' ratio (3M over 2M), whatever n_steps is.
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "paper": {},
         "cpu": {
@@ -137,7 +138,7 @@ class FISORConfig(DiffusionPolicyConfig):
             "actor_width": 64,
             "actor_expansion": 1,
             "critic_hidden_sizes": (64, 64),
-            "actor_lr_decay_steps": 60_000,
+            "actor_lr_decay_steps": None,
         },
     }
 
@@ -147,7 +148,7 @@ class FISORConfig(DiffusionPolicyConfig):
     actor_updates_per_step: int = 2
     critic_learning_rate: float = 3e-4
     actor_learning_rate: float = 3e-4
-    actor_lr_decay_steps: int = 3_000_000
+    actor_lr_decay_steps: int | None = 3_000_000
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
     n_critics: int = 2
     reward_expectile: float = 0.9
@@ -182,12 +183,12 @@ class FISORConfig(DiffusionPolicyConfig):
             "max_cost_weight",
             "max_reward_weight",
             "actor_expansion",
-            "actor_lr_decay_steps",
             "time_embedding_dim",
         ):
             check_positive(name, getattr(self, name))
-        if self.episode_length is not None:
-            check_positive("episode_length", self.episode_length)
+        for name in ("episode_length", "actor_lr_decay_steps"):
+            if getattr(self, name) is not None:
+                check_positive(name, getattr(self, name))
         if self.time_embedding_dim % 2:
             raise ValueError(f"time_embedding_dim must be even, got {self.time_embedding_dim}")
         check_in_range("min_cost_weight", self.min_cost_weight, 0.0, self.max_cost_weight)
@@ -410,10 +411,9 @@ class FISOR(SafetyCriticAgent):
                 )
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
         loss = weighted_noise_loss(self.actor(noisy, t, obs), noise, weights)
+        decay = c.actor_lr_decay_steps or int(1.5 * self.total_steps * c.actor_updates_per_step)
         for group in self.optimizers["actor"].param_groups:
-            group["lr"] = cosine_learning_rate(
-                c.actor_learning_rate, update, c.actor_lr_decay_steps
-            )
+            group["lr"] = cosine_learning_rate(c.actor_learning_rate, update, decay)
         self.optimizers["actor"].zero_grad()
         loss.backward()
         self.optimizers["actor"].step()
@@ -441,7 +441,7 @@ class FISOR(SafetyCriticAgent):
     def feasibility_value(self, observation: np.ndarray) -> np.ndarray:
         """``V_h(s)`` for one observation (a float array of shape ()) or a batch (``(B,)``)."""
         obs, single = self._check_observation(observation)
-        with torch.no_grad():
+        with torch_threads(self.torch_threads), torch.no_grad():
             tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
             values = self.feasibility_v(tensor).cpu().numpy()
         return values[0] if single else values

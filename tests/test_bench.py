@@ -190,3 +190,12 @@ def test_dspo_runs_in_the_cost_label_free_setting(tmp_path):
             bench.plan_runs(["bc_all"], [TOY], [0]), TINY, tmp_path / "bc", workers=1
         )[0]
     )
+
+
+def test_a_shortened_sweep_keeps_drcorls_pretraining_share():
+    settings = bench.SweepSettings(overrides={"n_steps": 30})
+    steps, hyperparameters = bench.budget("drcorl", TOY, settings)
+    # The cpu preset pretrains 4k of 6k steps: two thirds of 30 leaves steps to extract.
+    assert steps == 30 and hyperparameters["pretrain_steps"] == 20
+    full = bench.SweepSettings(profile="full", overrides={"n_steps": 11})
+    assert bench.budget("drcorl", TOY, full)[1]["pretrain_steps"] == 10

@@ -162,8 +162,9 @@ def test_kl_keeps_the_policy_near_the_unimodal_behaviour(unimodal):
         gaps[temperature] = _mean_action_gap(agent, data)
         logged = agent.logger.history[-1]
         assert logged["train/branch_reward"] == 1.0  # no cost in the data: reward only
-    # The warm start follows the diffusion model to the behaviour; a strong KL (small beta) keeps the policy there while
-    # the reward critic pays for larger actions; a weak KL lets the critic pull it away.
+    # The warm start follows the diffusion model to the behaviour; a strong KL (small beta)
+    # keeps the policy there while the reward critic pays for larger actions; a weak KL lets
+    # the critic pull it away.
     assert warm_start_gap < 0.1
     assert gaps[0.02] < 0.1
     assert gaps[50.0] > 3 * gaps[0.02]

@@ -23,7 +23,7 @@ Episode ends: a time-out ends the return like a termination (OSRL's ``done = ter
 timeouts``, :func:`~safe_agents.common.data.done_mask`).
 
 **Deviations**: observations are standardized (``normalize_observations``); the cost backup
-stops at true terminations like the reward's (OSRL bootstraps the cost through them); the cost
+stops at episode ends like the reward's (OSRL bootstraps the cost through them); the cost
 limit and episode length default to the dataset's metadata and longest episode (OSRL sets them
 per task); deterministic ``predict`` decodes the prior's mode ``z = 0`` (OSRL always samples
 ``z``, which ``deterministic=False`` does); no checkpoint is chosen by evaluation.

@@ -648,9 +648,11 @@ class CDT(BaseAgent):
         # deterministic too.
         self.model.eval()
         self.target_return_buffer = ScalarBuffer(config.target_return or 0.0)
-        self.target_cost_buffer = ScalarBuffer(
-            config.target_cost if config.target_cost is not None else DEFAULT_COST_LIMIT
+        initial_cost = next(
+            (value for value in (config.target_cost, config.cost_limit) if value is not None),
+            DEFAULT_COST_LIMIT,  # until learn_offline reads the dataset's limit
         )
+        self.target_cost_buffer = ScalarBuffer(initial_cost)
         self.optimizers = {
             "model": torch.optim.AdamW(
                 self.model.parameters(),

@@ -97,7 +97,7 @@ class COptiDICEConfig(AgentConfig):
         cost_ub_epsilon: KL radius ``epsilon`` of the cost upper bound; OSRL 0.01. 0 uses the
             plain estimate ``E_D[w c]`` (no chi network training).
         cost_limit: the episode cost limit ``kappa`` (None: the dataset's ``cost_limit``
-            metadata, else 10 as OSRL).
+            metadata, else an error; OSRL sets it per task).
         episode_length: ``L`` of the threshold conversion (None: the dataset's longest episode;
             OSRL sets it per task, e.g. 300 for CarCircle).
         reward_scale: rewards are multiplied by this before the advantage; OSRL 0.1.

@@ -28,9 +28,9 @@ timeouts``, :func:`~safe_agents.common.data.done_mask`).
   every sample, a quarter of the OOD mean).
 - The actor is our Gaussian actor (tanh-bounded mean, clamped samples) rather than OSRL's
   squashed Gaussian; like OSRL's actor loss it has no entropy term.
-- Observations are standardized; cost backups stop at true terminations; the cost limit and
-  episode length default to the dataset's metadata and longest episode; no checkpoint is chosen
-  by evaluation.
+- Observations are standardized; cost backups stop at episode ends like the reward's; the cost
+  limit and episode length default to the dataset's metadata and longest episode; no checkpoint
+  is chosen by evaluation.
 """
 
 from __future__ import annotations

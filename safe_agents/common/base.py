@@ -508,7 +508,7 @@ class SafetyCriticAgent(BaseAgent):
         Returns ``(n, act_dim)`` for one observation, ``(B, n, act_dim)`` for a batch.
         """
         obs, single = self._check_observation(observation)
-        with torch.no_grad():
+        with torch_threads(self.torch_threads), torch.no_grad():
             tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
             candidates = self.action_scaler.denormalize(self._candidates(tensor, n, False))
         result = candidates.cpu().numpy().astype(np.float32)
@@ -529,7 +529,7 @@ class SafetyCriticAgent(BaseAgent):
                 f"actions must be (n, {self.act_dim}) for one observation or (B, n, "
                 f"{self.act_dim}) for a batch of B; got {actions.shape}"
             )
-        with torch.no_grad():
+        with torch_threads(self.torch_threads), torch.no_grad():
             tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
             scaled = self.action_scaler.normalize(torch.as_tensor(actions, device=self.device))
             scores = self._safety_scores(tensor, scaled.clamp(-1.0, 1.0)).cpu().numpy()

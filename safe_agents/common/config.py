@@ -14,6 +14,7 @@ benchmark profile all read them; keywords given beside a preset override its val
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -73,6 +74,8 @@ class AgentConfig:
         check_positive("n_steps", self.n_steps)
         check_positive("batch_size", self.batch_size)
         if self.cost_limit is not None:
+            if not math.isfinite(self.cost_limit):
+                raise ValueError(f"cost_limit must be finite, got {self.cost_limit!r}")
             check_positive("cost_limit", self.cost_limit, allow_zero=True)
         for field in dataclasses.fields(self):
             value = getattr(self, field.name)
