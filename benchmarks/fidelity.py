@@ -244,7 +244,8 @@ def cmd_run(args: argparse.Namespace) -> None:
     todo = [
         name
         for name in jobs()
-        if name.startswith(args.only or "") and not (OUT / f"{name}.json").exists()
+        if name.startswith(tuple((args.only or "").split(",")))
+        and not (OUT / f"{name}.json").exists()
     ]
     print(f"{len(todo)} job(s) to run", flush=True)
     if any(jobs()[name]["code"] == "reference" for name in todo):
@@ -448,7 +449,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("run", help="run the missing jobs")
-    run.add_argument("--only", help="job-name prefix")
+    run.add_argument("--only", help="job-name prefixes, comma-separated")
     run.add_argument("--workers", type=int, default=2)
     run.set_defaults(handler=cmd_run)
     job = commands.add_parser("job", help="run one job here (used by run)")
