@@ -14,6 +14,7 @@ of that revision) at the same number of gradient steps as the "after" jobs.
     python benchmarks/fidelity.py run --only fisor_curve
     python benchmarks/fidelity.py report         # tables from the rows -> results/fidelity.md
     python benchmarks/fidelity.py threads        # steps/s at 1 and 2 threads, both presets
+    python benchmarks/fidelity.py warm-start     # DRCORL's warm-started policy on BallRun
 
 Evaluation: the final iterate, 10 episodes reset with seeds 1000.. (the package's protocol);
 curve points use 5 episodes with seeds 2000.., apart from the final evaluation's.
@@ -393,8 +394,28 @@ def threads_markdown() -> str:
     return "\n".join(lines) + "\n"
 
 
+def warm_start_markdown() -> str:
+    """DRCORL's warm-started policies on BallRun (empty when ``warm-start`` has not run)."""
+    path = HERE / "results" / "fidelity_drcorl_warm_start_ballrun.json"
+    if not path.is_file():
+        return ""
+    result = json.loads(path.read_text())
+    lines = [
+        "",
+        "DRCORL on BallRun, seed 0, the policy at the end of pretraining (return / cost; the "
+        "UCB episode-cost estimate on the data's states, limit 10):",
+        "",
+    ]
+    for warm_start, row in result.items():
+        lines.append(
+            f"- warm start {warm_start}: {row['mean_normalized_return']:.2f} / "
+            f"{row['mean_normalized_cost']:.2f}; UCB estimate {row['ucb_episode_cost_on_data']:.1f}"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def cmd_report(args: argparse.Namespace) -> None:
-    text = report_markdown(load_rows()) + threads_markdown()
+    text = report_markdown(load_rows()) + warm_start_markdown() + threads_markdown()
     path = HERE / "results" / "fidelity.md"
     path.write_text(text)
     print(text)
@@ -445,6 +466,32 @@ def cmd_threads(args: argparse.Namespace) -> None:
     (HERE / "results" / "threads.json").write_text(json.dumps(payload, indent=1))
 
 
+def cmd_warm_start(args: argparse.Namespace) -> None:
+    """DRCORL on BallRun, seed 0: the policy at the end of pretraining (the warm start alone),
+    toward the diffusion model and by NLL, evaluated like the final iterates."""
+    import torch
+
+    import envs
+    from safe_agents import DRCORL, StopAfterSteps
+
+    torch.set_num_threads(1)
+    env, data = envs.make(BALL), envs.load_dataset(BALL)
+    result: dict[str, Any] = {}
+    for warm_start in ("diffusion", "nll"):
+        agent = DRCORL(env, seed=0, preset="cpu", gamma=DRCORL_GAMMA[BALL], warm_start=warm_start)
+        pretrain = agent.config.pretrain_steps
+        agent.learn_offline(data, n_steps=agent.config.n_steps, callback=StopAfterSteps(pretrain))
+        report = envs.evaluate(agent, env, FINAL_EPISODES, FINAL_SEED)
+        result[warm_start] = {
+            "mean_normalized_return": report["mean_normalized_return"],
+            "mean_normalized_cost": report["mean_normalized_cost"],
+            "ucb_episode_cost_on_data": agent.cost_estimate(data.observations[::10]),
+        }
+        print(warm_start, result[warm_start], flush=True)
+    path = HERE / "results" / "fidelity_drcorl_warm_start_ballrun.json"
+    path.write_text(json.dumps(result, indent=1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -456,6 +503,9 @@ def main() -> None:
     job.add_argument("name")
     job.set_defaults(handler=cmd_job)
     commands.add_parser("report", help="tables from the rows").set_defaults(handler=cmd_report)
+    commands.add_parser(
+        "warm-start", help="DRCORL's warm-started policy on BallRun, both warm starts"
+    ).set_defaults(handler=cmd_warm_start)
     threads = commands.add_parser("threads", help="steps/s at 1 and 2 threads")
     threads.add_argument("--steps", type=int, default=100)
     threads.set_defaults(handler=cmd_threads)
