@@ -326,6 +326,11 @@ class BaseAgent:
         generator states are restored, torch's global generator included (dropout draws from
         it), so ``load(checkpoint).learn_offline(...)`` continues exactly as the saved run would.
 
+        Args:
+            path: the saved zip.
+            device: where the networks go (``"auto"``: CUDA when available).
+            torch_threads: as the constructor's; None picks by the preset the file records.
+
         Raises:
             serialization.AgentLoadError: not a saved agent, a truncated or tampered file, or
                 an agent of another algorithm.
