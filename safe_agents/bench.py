@@ -143,14 +143,12 @@ def budget(agent: str, task: str, settings: SweepSettings) -> tuple[int, dict[st
 
         long_episodes = envs.get_task(task).max_episode_steps > 100
         hyperparameters["gamma"] = 0.99 if long_episodes else 0.95
-    config_class = registry.get_agent_class(agent).config_class
+    defaults = registry.get_agent_class(agent).config_class()
     if n_steps is None:
-        n_steps = config_class().n_steps
+        n_steps = defaults.n_steps
     if "n_steps" in settings.overrides:
         planned, n_steps = int(n_steps), int(settings.overrides["n_steps"])
-        pretrain = hyperparameters.get(
-            "pretrain_steps", getattr(config_class(), "pretrain_steps", 0)
-        )
+        pretrain = hyperparameters.get("pretrain_steps", getattr(defaults, "pretrain_steps", 0))
         if pretrain:
             # A two-phase agent (DRCORL) keeps its pretraining share of a shortened run, so the
             # run still extracts a policy.

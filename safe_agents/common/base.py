@@ -338,6 +338,11 @@ class BaseAgent:
         contents = serialization.read_agent_file(path)
         config = contents.config
         agent_class = registry.get_agent_class(config["algorithm"]) if cls is BaseAgent else cls
+        # The hyperparameters are complete; the preset is a label (and picks the threads).
+        preset = config.get("preset", PAPER)
+        preset = preset if isinstance(preset, str) else PAPER
+        if torch_threads is None:
+            torch_threads = _default_threads(preset)
         if config["algorithm"] != agent_class.name:
             raise serialization.AgentLoadError(
                 f"{path} holds a {config['algorithm']!r} agent, not {agent_class.name!r}; load "
@@ -354,12 +359,7 @@ class BaseAgent:
             )
         except (TypeError, ValueError, KeyError) as error:
             raise serialization.AgentLoadError(f"{path}: invalid config.json: {error}") from error
-        # The hyperparameters are complete; the preset is kept as a label (and for the threads).
-        preset = config.get("preset", PAPER)
-        if isinstance(preset, str):
-            agent.preset = preset
-            if torch_threads is None:
-                agent.torch_threads = _default_threads(preset)
+        agent.preset = preset
         agent._restore(contents, path)
         return agent
 
