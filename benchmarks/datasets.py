@@ -83,6 +83,7 @@ def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
             "cost_max": round(spec.cost_max, 1),
         },
         "complete": bool(meta.get("complete", True)),
+        "provenance": dataset.provenance,
         "behaviour": meta.get("behaviour", meta.get("builder", "unknown")),
         "ppo_steps_per_behaviour": plan.get("train_steps"),
         "seed": meta.get("seed"),
@@ -93,16 +94,17 @@ def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
 def markdown(rows: dict[str, dict | None]) -> str:
     """The table of the figures, one row per task."""
     lines = [
-        "| task | episodes | transitions | safe | best safe return | best return (its cost) "
-        "| DSRL return max | MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | data | episodes | transitions | safe | best safe return "
+        "| best return (its cost) | DSRL return max | MB |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for task_id, row in rows.items():
         if row is None:
-            lines.append(f"| {task_id} | not built | | | | | | |")
+            lines.append(f"| {task_id} | not built | | | | | | | |")
             continue
         lines.append(
-            f"| {task_id} | {row['episodes']} | {row['transitions']} "
+            f"| {task_id} | {row.get('provenance', 'not recorded')} "
+            f"| {row['episodes']} | {row['transitions']} "
             f"| {100 * row['safe_fraction']:.0f}% | {row['best_safe_return']} "
             f"| {row['best_return']} ({row['best_return_cost']:g}) "
             f"| {row['dsrl_reference']['reward_max']} | {row['file_mb']} |"

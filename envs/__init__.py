@@ -5,8 +5,13 @@
 >>> data = envs.load_dataset("OfflineToyReachAvoid-v0")
 >>> path = envs.build_dataset("OfflineBallRun-v0", budget_minutes=30)  # or `safe-agents collect`
 >>> report = envs.evaluate(lambda obs: env.action_space.sample(), env, n_episodes=2)
+>>> env = gymnasium.make("safe_agents/OfflineCarCircle-v0")  # every task id, once envs is imported
+
+Importing ``envs`` also makes a later ``import dsrl`` or ``import safety_gymnasium`` work on
+Python 3.11 (see :mod:`envs._compat`).
 """
 
+from envs import _compat
 from envs.adapters import CostAdapter, find_task_spec, make
 from envs.collect import Behaviour, BuildConfig, CostPenalty, build_dataset, density_filter
 from envs.datasets import (
@@ -17,10 +22,16 @@ from envs.datasets import (
     read_hdf5,
     save_dataset,
 )
+from envs.download import DownloadError
 from envs.evaluation import collect_episodes, evaluate
 from envs.metrics import Normalizer
+from envs.registration import gymnasium_id, register_tasks
 from envs.tasks import TaskSpec, UnknownTaskError, get_task, list_tasks
 from envs.wrappers import NormalizedMetrics, SafetyFilter, StripCost, find_wrapper
+
+# Neither imports a simulator: the hooks wait for `import safety_gymnasium`/`import dsrl`.
+_compat.install_import_hooks()
+register_tasks()
 
 __all__ = [
     "Behaviour",
@@ -28,6 +39,7 @@ __all__ = [
     "CostAdapter",
     "CostPenalty",
     "DatasetError",
+    "DownloadError",
     "NormalizedMetrics",
     "Normalizer",
     "OfflineDataset",
@@ -43,9 +55,11 @@ __all__ = [
     "find_task_spec",
     "find_wrapper",
     "get_task",
+    "gymnasium_id",
     "list_tasks",
     "load_dataset",
     "make",
     "read_hdf5",
+    "register_tasks",
     "save_dataset",
 ]

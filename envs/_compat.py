@@ -4,6 +4,10 @@ Nothing here edits files of other packages except :func:`ensure_metadrive_offlin
 creates MetaDrive's two-file asset marker on first use when the real assets are absent (see its
 docstring). Every fix is idempotent and applied lazily, the first time a simulator is needed, so
 ``import envs`` stays fast and works without the simulators installed.
+
+``import envs`` installs :func:`install_import_hooks`: from then on a plain ``import
+safety_gymnasium`` or ``import dsrl`` anywhere (user code, DSRL's own scripts) gets the same fixes
+at the moment it runs, so the order of imports does not matter.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import importlib.abc
+import importlib.machinery
 import logging
 import os
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -58,9 +65,9 @@ def import_safety_gymnasium() -> ModuleType:
     """Import safety-gymnasium 1.0.0 on Python 3.11 (see :func:`_numpy_defaults_as_factories`)."""
     if "safety_gymnasium" in sys.modules:
         return sys.modules["safety_gymnasium"]
+    install_import_hooks()
     try:
-        with _numpy_defaults_as_factories():
-            module = importlib.import_module("safety_gymnasium")
+        module = importlib.import_module("safety_gymnasium")  # the hook applies the fix
     except ImportError as error:
         raise ImportError(
             "Safety-Gymnasium tasks need safety-gymnasium 1.0.0; run scripts/install.sh "
@@ -107,6 +114,15 @@ def import_dsrl_infos() -> ModuleType | None:
     """
     if "dsrl.infos" in sys.modules:
         return sys.modules["dsrl.infos"]
+    install_import_hooks()
+    try:
+        return importlib.import_module("dsrl.infos")  # the hook prepares the import
+    except ImportError:
+        return None
+
+
+def _prepare_dsrl_import() -> None:
+    """What ``import dsrl`` needs first (see :func:`import_dsrl_infos`)."""
     try:
         safety_gymnasium = import_safety_gymnasium()
     except ImportError:
@@ -132,10 +148,64 @@ def import_dsrl_infos() -> ModuleType | None:
     except ImportError:
         pass
     os.environ.setdefault("DSRL_SUPPRESS_IMPORT_ERROR", "1")
-    try:
-        return importlib.import_module("dsrl.infos")
-    except ImportError:
+
+
+class _FixedLoader(importlib.abc.Loader):
+    """Runs another loader's ``exec_module`` with a fix in place; everything else delegated."""
+
+    def __init__(self, loader: Any, fix: Callable[[], contextlib.AbstractContextManager]) -> None:
+        self._loader = loader
+        self._fix = fix
+
+    def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+        return self._loader.create_module(spec)
+
+    def exec_module(self, module: ModuleType) -> None:
+        with self._fix():
+            self._loader.exec_module(module)
+
+    def __getattr__(self, name: str) -> Any:  # get_data, is_package, resource readers, ...
+        return getattr(self._loader, name)
+
+
+@contextlib.contextmanager
+def _dsrl_prepared() -> Iterator[None]:
+    _prepare_dsrl_import()
+    yield
+
+
+class _CompatFinder(importlib.abc.MetaPathFinder):
+    """Finds the packages that need a fix with the other finders and wraps their loader."""
+
+    FIXES: dict[str, Callable[[], contextlib.AbstractContextManager]] = {
+        "safety_gymnasium": _numpy_defaults_as_factories,
+        "dsrl": _dsrl_prepared,
+    }
+
+    def find_spec(
+        self, fullname: str, path: Any = None, target: ModuleType | None = None
+    ) -> importlib.machinery.ModuleSpec | None:
+        fix = self.FIXES.get(fullname)
+        if fix is None:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None:
+                if spec.loader is not None:
+                    spec.loader = _FixedLoader(spec.loader, fix)
+                return spec
         return None
+
+
+def install_import_hooks() -> None:
+    """Make ``import safety_gymnasium`` and ``import dsrl`` work on Python 3.11 from anywhere.
+
+    Idempotent. Packages already imported are left as they are.
+    """
+    if not any(isinstance(finder, _CompatFinder) for finder in sys.meta_path):
+        sys.meta_path.insert(0, _CompatFinder())
 
 
 def ensure_metadrive_offline_assets() -> Path:

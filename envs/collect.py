@@ -872,6 +872,7 @@ class _Build:
                 f"action noise {list(self.config.noise_levels)}, density-filtered "
                 f"({self.config.n_bins}x{self.config.n_bins} bins, cap {self.config.bin_cap})"
             ),
+            "origin": "local",
             "builder": "envs.collect.build_dataset",
             "build_config": self.config.to_dict(),
             "build_plan": plan,

@@ -5,12 +5,20 @@ costs, next_observations, terminals, timeouts``, one row per transition; an epis
 whose ``terminals`` or ``timeouts`` is set (or at the last row). ``costs`` may be absent (the
 cost-label-free setting of DSPO). Metadata (task id, cost limit, reference returns and costs, how
 the data was made) travels as HDF5 attributes.
+
+Every dataset says where it came from (:attr:`OfflineDataset.origin`, :attr:`~OfflineDataset.
+provenance`): DSRL's published files (``origin="dsrl"``, downloaded by :mod:`envs.download`), or
+data built on this machine (``origin="local"``: :func:`envs.build_dataset` or the toy task's
+script). The two are normalized differently (:meth:`OfflineDataset.reference_range`): DSRL's data
+with DSRL's reference returns, as the papers do; locally built data with its own lowest and
+highest episode return, so that a score on it is never mistaken for one on DSRL's data.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +43,15 @@ _VECTOR_FIELDS = ("observations", "actions", "next_observations")
 #: Environment variable overriding the user cache of built datasets.
 CACHE_ENV_VAR = "SAFE_AGENTS_DATA_DIR"
 SHIPPED_DIR = Path(__file__).parent / "data"
+
+#: Where a dataset came from (``metadata["origin"]``).
+DSRL = "dsrl"
+LOCAL = "local"
+UNKNOWN = "unknown"
+#: What :func:`load_dataset` may use for a task id.
+ORIGINS = ("auto", "local", "dsrl")
+#: DSRL's file names: ``Safety<Task>-v<k>-<a>-<b>.hdf5`` / ``SafeMetaDrive-<map>-v0-<a>-<b>.hdf5``.
+_DSRL_FILE = re.compile(r"Safe[A-Za-z0-9-]+-v\d+-\d+-\d+\.hdf5")
 
 
 class DatasetError(ValueError):
@@ -94,6 +111,8 @@ class OfflineDataset:
             expected_rank = 2 if name in _VECTOR_FIELDS else 1
             if array.ndim == 1 and expected_rank == 2:
                 array = array[:, None]  # one-dimensional spaces stored flat
+            elif array.ndim == 2 and expected_rank == 1 and array.shape[1] == 1:
+                array = array[:, 0]  # (N, 1) columns, as some DSRL files store rewards/costs
             if array.ndim != expected_rank:
                 raise DatasetError(
                     f"field {name!r} must have {expected_rank} dimension(s) (one row per "
@@ -250,6 +269,46 @@ class OfflineDataset:
     @property
     def has_costs(self) -> bool:
         return self.costs is not None
+
+    @property
+    def origin(self) -> str:
+        """``"dsrl"`` (DSRL's published data), ``"local"`` (built on a machine of a user of this
+        package) or ``"unknown"`` (a file that does not say)."""
+        return data_origin(self.metadata)
+
+    @property
+    def provenance(self) -> str:
+        """One line saying where the data came from, e.g. ``DSRL SafetyCarCircle-v0-100-1450.hdf5``
+        or ``built locally (envs.collect.build_dataset, seed 0, ...)``."""
+        return describe_provenance(self.metadata)
+
+    def reference_range(self) -> tuple[float, float]:
+        """``(R_min, R_max)`` that normalize the returns of agents trained on this data.
+
+        DSRL's reference returns for DSRL's data (its loader writes them into the metadata); for
+        other data the lowest and highest episode return of the data it was built as (the
+        metadata's ``reward_min``/``reward_max``, which the builders write), else of these rows.
+        :data:`normalization` names the choice.
+
+        Raises:
+            DatasetError: the range is empty (every episode has the same return).
+        """
+        if "reward_min" in self.metadata and "reward_max" in self.metadata:
+            low, high = float(self.metadata["reward_min"]), float(self.metadata["reward_max"])
+        else:
+            returns = self.episode_returns()
+            low, high = float(returns.min()), float(returns.max())
+        if not high > low:
+            raise DatasetError(
+                f"the reference returns of this dataset are an empty range [{low}, {high}]; pass "
+                "reward_range to envs.evaluate"
+            )
+        return low, high
+
+    @property
+    def normalization(self) -> str:
+        """What :meth:`reference_range` is: DSRL's reference returns, or the data's own range."""
+        return normalization_label(self.metadata)
 
     def episode_bounds(self) -> list[tuple[int, int]]:
         """``(start, stop)`` row ranges of the episodes, in order."""
@@ -551,6 +610,8 @@ def read_hdf5(path: str | os.PathLike) -> OfflineDataset:
         raise DatasetError(
             f"{path} is not a readable HDF5 file (truncated or not HDF5?): {error}"
         ) from error
+    if data_origin(metadata) == UNKNOWN and _DSRL_FILE.fullmatch(path.name):
+        metadata = {**metadata, **_dsrl_metadata_for_file(path.name)}
     try:
         return OfflineDataset.from_dict(arrays, metadata=metadata)
     except DatasetError as error:
@@ -558,7 +619,7 @@ def read_hdf5(path: str | os.PathLike) -> OfflineDataset:
 
 
 def cache_dir() -> Path:
-    """The user cache of built datasets.
+    """The user cache of datasets (built ones as ``<task_id>.hdf5``, DSRL's under ``dsrl/``).
 
     ``$SAFE_AGENTS_DATA_DIR`` when set, else ``~/.cache/safe-agents/datasets``.
     """
@@ -567,35 +628,166 @@ def cache_dir() -> Path:
 
 
 def dataset_locations(task_id: str) -> list[Path]:
-    """Where :func:`load_dataset` looks for a task's dataset, in order."""
+    """Where :func:`load_dataset` looks for a locally built dataset of a task, in order."""
     return [cache_dir() / f"{task_id}.hdf5", SHIPPED_DIR / f"{task_id}.hdf5"]
 
 
-def load_dataset(source: str | os.PathLike) -> OfflineDataset:
+def load_dataset(
+    source: str | os.PathLike,
+    origin: str = "auto",
+    *,
+    progress_bar: bool = True,
+    timeout: float | None = None,
+) -> OfflineDataset:
     """Load a dataset from an HDF5 path or by task id.
 
-    A task id resolves to the user cache (:func:`cache_dir`), then to the datasets shipped with
-    the package. Datasets are never built silently: a missing one is an error that names the
-    ``safe-agents collect`` command (or :func:`envs.build_dataset`) that builds it.
+    A task id resolves by ``origin``:
+
+    - ``"local"``: data built locally, never the network: a dataset built into the user cache
+      (:func:`cache_dir`, by ``safe-agents collect``), then one shipped with the package.
+    - ``"dsrl"``: DSRL's data: a copy downloaded earlier (this package's cache, then
+      ``dsrl``'s own), else the download (:func:`envs.download.download_dsrl`;
+      ``$SAFE_AGENTS_DSRL_URL`` names a mirror).
+    - ``"auto"`` (default): a copy on this machine (DSRL's first, then one built locally), else
+      DSRL's download.
+
+    The loaded dataset's :attr:`~OfflineDataset.origin` and :attr:`~OfflineDataset.provenance`
+    say which one it is.
+
+    Datasets are never built silently: when nothing is found, the error names the
+    ``safe-agents collect`` command (or :func:`envs.build_dataset`) that builds one.
+
+    Args:
+        source: a task id, or the path of a DSRL-format HDF5 file (``origin`` is then ignored).
+        origin: ``"auto"``, ``"local"`` or ``"dsrl"``.
+        progress_bar: show the download's progress bar.
+        timeout: seconds to wait for the download's host (default
+            :data:`envs.download.DEFAULT_TIMEOUT`).
 
     Raises:
-        FileNotFoundError: neither a file nor a known dataset.
-        DatasetError: the file is malformed (see :func:`read_hdf5`).
+        FileNotFoundError: neither a file nor a dataset found for ``origin`` (with ``"auto"``,
+            the failed download's reason is in the message).
+        envs.download.DownloadError: ``origin="dsrl"`` and the download failed.
+        DatasetError: the file is malformed (see :func:`read_hdf5`), or the toy task was asked
+            for with ``origin="dsrl"``.
+        UnknownTaskError: an unknown task id.
     """
+    if origin not in ORIGINS:
+        raise ValueError(f"origin must be one of {ORIGINS}, got {origin!r}")
     path = Path(source)
     if path.suffix in (".hdf5", ".h5") or path.is_file():
         return read_hdf5(path)
     task_id = str(source)
-    for candidate in dataset_locations(task_id):
-        if candidate.is_file():
-            return read_hdf5(candidate)
+    from envs import download
     from envs.tasks import get_task
 
-    get_task(task_id)  # an unknown id raises here, listing close matches
+    spec = get_task(task_id)  # an unknown id raises here, listing close matches
+    has_dsrl_data = spec.dsrl_name is not None
+    if origin != "local" and has_dsrl_data:
+        found = download.find_dsrl_file(task_id)
+        if found is not None:
+            return _read_dsrl(found, task_id)
+    if origin != "dsrl":
+        for candidate in dataset_locations(task_id):
+            if candidate.is_file():
+                return read_hdf5(candidate)
+    reason = "origin='local' does not download"
+    if origin != "local" and has_dsrl_data:
+        fetch: dict[str, Any] = {"progress_bar": progress_bar}
+        if timeout is not None:
+            fetch["timeout"] = timeout
+        try:
+            return _read_dsrl(download.download_dsrl(task_id, **fetch), task_id)
+        except download.DownloadError as error:
+            if origin == "dsrl":
+                raise
+            reason = f"DSRL's download failed: {error}"
+    elif origin == "dsrl":
+        download.dsrl_url(task_id)  # raises: the toy task has no DSRL dataset
     places = ", ".join(str(place) for place in dataset_locations(task_id))
     raise FileNotFoundError(
-        f"no dataset for {task_id} (looked in {places}). Build one into the cache with "
-        f"`safe-agents collect --task {task_id}` (or envs.build_dataset({task_id!r})), "
+        f"no dataset for {task_id} (looked in {places}; {reason}). Build one into the cache "
+        f"with `safe-agents collect --task {task_id}` (or envs.build_dataset({task_id!r})), "
         "or pass the path of a DSRL-format HDF5 file. benchmarks/datasets.md in the repository "
         "gives the command and time budget used for each benchmark task."
     )
+
+
+def _read_dsrl(path: Path, task_id: str) -> OfflineDataset:
+    """Read a DSRL file, labelled with its task, origin and DSRL's reference values."""
+    from envs.download import dsrl_url
+
+    dataset = read_hdf5(path)
+    metadata = {
+        **dataset.metadata,
+        **_dsrl_metadata(task_id, path.name),
+        "source_url": dsrl_url(task_id),
+    }
+    return dataset._with(metadata=metadata)
+
+
+def _dsrl_metadata(task_id: str, file_name: str) -> dict[str, Any]:
+    from envs.tasks import get_task
+
+    spec = get_task(task_id)
+    return {
+        "task_id": task_id,
+        "origin": DSRL,
+        "dsrl_file": file_name,
+        "cost_limit": spec.cost_limit,
+        "reward_min": spec.reward_min,
+        "reward_max": spec.reward_max,
+        "cost_min": spec.cost_min,
+        "cost_max": spec.cost_max,
+        "max_episode_steps": spec.max_episode_steps,
+    }
+
+
+def _dsrl_metadata_for_file(file_name: str) -> dict[str, Any]:
+    """The labels of a DSRL file given by path, found by its file name (none if unknown)."""
+    from envs.download import dsrl_file_name
+    from envs.tasks import get_task, list_tasks
+
+    for task_id in list_tasks():
+        if get_task(task_id).dsrl_name is not None and dsrl_file_name(task_id) == file_name:
+            return _dsrl_metadata(task_id, file_name)
+    return {}
+
+
+# --------------------------------------------------------------------------------- provenance
+def data_origin(metadata: Mapping[str, Any]) -> str:
+    """:data:`DSRL`, :data:`LOCAL` or :data:`UNKNOWN` for a dataset's metadata.
+
+    Files built before the ``origin`` attribute existed are recognised by their ``builder``.
+    """
+    origin = metadata.get("origin")
+    if origin in (DSRL, LOCAL):
+        return str(origin)
+    return LOCAL if "builder" in metadata else UNKNOWN
+
+
+def describe_provenance(metadata: Mapping[str, Any]) -> str:
+    """One line on where a dataset came from (see :attr:`OfflineDataset.provenance`)."""
+    origin = data_origin(metadata)
+    if origin == DSRL:
+        return f"DSRL {metadata.get('dsrl_file', '')}".rstrip()
+    if origin == UNKNOWN:
+        return "origin unknown (the file does not say)"
+    parts = [str(metadata.get("builder", "unknown builder"))]
+    if "seed" in metadata:
+        parts.append(f"seed {metadata['seed']}")
+    plan = metadata.get("build_plan")
+    if isinstance(plan, Mapping) and "train_steps" in plan:
+        parts.append(f"{int(plan['train_steps']):,} behaviour training steps")
+    if "episodes_recorded" in metadata:
+        parts.append(f"{int(metadata['episodes_recorded']):,} episodes recorded")
+    if metadata.get("complete") is False:
+        parts.append("incomplete build")
+    return f"built locally ({', '.join(parts)})"
+
+
+def normalization_label(metadata: Mapping[str, Any]) -> str:
+    """How returns on a dataset's task are normalized (:meth:`OfflineDataset.reference_range`)."""
+    if data_origin(metadata) == DSRL:
+        return "DSRL reference returns"
+    return "the dataset's own return range"

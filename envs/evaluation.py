@@ -86,11 +86,18 @@ def evaluate(
     *,
     deterministic: bool = True,
     cost_limit: float | None = None,
+    reward_range: tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Run ``n_episodes`` episodes and report returns and costs, raw and normalized.
 
     Episode ``i`` is reset with ``seed + i``, so two evaluations with the same seed see the same
     start states.
+
+    The normalized return divides by reference returns chosen in this order: ``reward_range``
+    when given; else, for an agent of ``safe_agents`` evaluated on the task it was trained on,
+    the reference range of its training data (``agent.training_data``: DSRL's reference returns
+    for DSRL's data, the data's own return range for locally built data); else the task's (DSRL's
+    reference returns). ``report["normalization"]`` says which one was used.
 
     Args:
         policy: a callable ``obs -> action`` or an object with SB3-style ``predict`` (its
@@ -100,16 +107,20 @@ def evaluate(
         seed: seed of the first episode.
         deterministic: passed to ``predict``.
         cost_limit: overrides the task's cost limit for the normalized cost.
+        reward_range: ``(R_min, R_max)`` overriding the reference returns, e.g.
+            ``dataset.reference_range()``.
 
     Returns:
         A dict with per-episode lists under ``return``, ``cost``, ``length`` and, when the
         environment carries reference values, ``normalized_return`` and ``normalized_cost``;
-        and their means under ``mean_<key>``.
+        their means under ``mean_<key>``; and ``normalization``, ``reward_range`` (the
+        reference returns used) when normalized.
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
     act = _EpisodeActor(policy, deterministic)
-    normalizer = resolve_normalizer(env, cost_limit=cost_limit)
+    reward_range, normalization = _reference_returns(policy, env, reward_range)
+    normalizer = resolve_normalizer(env, reward_range=reward_range, cost_limit=cost_limit)
     results: dict[str, list[float]] = {"return": [], "cost": [], "length": []}
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
@@ -137,7 +148,31 @@ def evaluate(
     report: dict[str, Any] = dict(results)
     for key, values in results.items():
         report[f"mean_{key}"] = float(np.mean(values))
+    if normalizer is not None:
+        report["normalization"] = normalization
+        report["reward_range"] = [normalizer.reward_min, normalizer.reward_max]
     return report
+
+
+def _reference_returns(
+    policy: Policy, env: gym.Env, reward_range: tuple[float, float] | None
+) -> tuple[tuple[float, float] | None, str]:
+    """The reference returns for :func:`evaluate` and a label saying what they are."""
+    if reward_range is not None:
+        return (float(reward_range[0]), float(reward_range[1])), "given reward_range"
+    spec = find_task_spec(env)
+    trained_on = getattr(policy, "training_data", None)
+    if (
+        isinstance(trained_on, dict)
+        and trained_on.get("reward_range") is not None
+        and (spec is None or trained_on.get("task_id") == spec.task_id)
+    ):
+        low, high = trained_on["reward_range"]
+        label = f"{trained_on['normalization']} of the training data: {trained_on['provenance']}"
+        return (float(low), float(high)), label
+    if spec is not None and spec.dsrl_name is None:
+        return None, "the task's reference returns (its shipped dataset's range)"
+    return None, "DSRL reference returns (the task's)"
 
 
 def collect_episodes(
@@ -152,8 +187,11 @@ def collect_episodes(
     """Record ``n_episodes`` episodes of ``policy`` into an :class:`OfflineDataset`.
 
     Episode ``i`` is reset with ``seed + i``. Actions are recorded clipped to the action space
-    (what the simulator executes). The metadata holds the task's id, cost limit and reference
-    values when ``env`` was made by :func:`envs.make`, updated with ``metadata``.
+    (what the simulator executes). The metadata says the data was recorded here (``origin:
+    local``, ``builder: envs.collect_episodes``) and holds the task's id and cost limit when
+    ``env`` was made by :func:`envs.make`, updated with ``metadata``. It holds no reference
+    returns: those of data recorded here are its own range
+    (:meth:`OfflineDataset.reference_range`), not the task's DSRL values.
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
@@ -182,16 +220,9 @@ def collect_episodes(
                 "terminated": bool(terminated),
             }
         )
-    info_metadata: dict[str, Any] = {}
+    info_metadata: dict[str, Any] = {"origin": "local", "builder": "envs.collect_episodes"}
     spec = find_task_spec(env)
     if spec is not None:
-        info_metadata = {
-            "task_id": spec.task_id,
-            "cost_limit": spec.cost_limit,
-            "reward_min": spec.reward_min,
-            "reward_max": spec.reward_max,
-            "cost_min": spec.cost_min,
-            "cost_max": spec.cost_max,
-        }
+        info_metadata.update(task_id=spec.task_id, cost_limit=spec.cost_limit)
     info_metadata.update(metadata or {})
     return OfflineDataset.from_episodes(episodes, metadata=info_metadata)

@@ -34,6 +34,8 @@ class TaskSpec:
         reward_min / reward_max: reference episode returns for normalization.
         cost_min / cost_max: reference episode costs (as DSRL reports them).
         env_kwargs: default keyword arguments for the simulator (overridable in :func:`envs.make`).
+        dsrl_name: the task's key in DSRL's tables (``dsrl.infos``, e.g. ``"CarCircle"``), which
+            names its dataset file; None for the package's own toy task.
     """
 
     task_id: str
@@ -46,6 +48,7 @@ class TaskSpec:
     cost_min: float
     cost_max: float
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    dsrl_name: str | None = None
 
 
 # DSRL's MetaDrive configurations (dsrl/offline_metadrive/gym_envs.py), in MetaDrive 0.4.3 keys:
@@ -88,6 +91,19 @@ def _dsrl_reference(infos: Any, name: str) -> dict[str, float]:
     }
 
 
+def _static_task_ids() -> list[str]:
+    """Every task id, known without importing dsrl (for the Gymnasium registration at import)."""
+    ids = [f"Offline{name}-v0" for name in BULLET_TASKS]
+    ids += [f"Offline{name}Gymnasium-v0" for name in SAFETY_GYMNASIUM_NAVIGATION]
+    ids += [f"Offline{name}Gymnasium-v1" for name in SAFETY_GYMNASIUM_VELOCITY]
+    ids += [
+        f"OfflineMetadrive-{road}{traffic}-v0"
+        for road in METADRIVE_ROADS
+        for traffic in METADRIVE_TRAFFIC
+    ]
+    return sorted([*ids, TOY_TASK_ID])
+
+
 @functools.cache
 def _registry() -> dict[str, TaskSpec]:
     infos = _compat.import_dsrl_infos()
@@ -106,6 +122,7 @@ def _registry() -> dict[str, TaskSpec]:
             max_episode_steps=int(infos.DEFAULT_MAX_EPISODE_STEPS[dsrl_name]),
             cost_limit=DEFAULT_COST_LIMIT,
             env_kwargs=kwargs,
+            dsrl_name=dsrl_name,
             **_dsrl_reference(infos, dsrl_name),
         )
 

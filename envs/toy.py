@@ -168,6 +168,8 @@ def build_toy_dataset(seed: int = 0, episodes_per_setting: int = 6):
             "scripted reach-avoid controllers (margins -0.5..0.15, noise 0/0.4/1.0) and random"
         ),
         "seed": seed,
+        "origin": "local",
+        "builder": "envs.toy.build_toy_dataset",
     }
     return OfflineDataset.concatenate([dataset], metadata=metadata)
 

@@ -22,7 +22,10 @@ TOML file per agent, ``<configs>/<agent>.toml``, overrides them per profile and 
 
 The evaluation follows the package's protocol (``envs.evaluate``): deterministic actions, the
 final iterate, ``episodes`` episodes reset with seeds ``eval_seed``, ``eval_seed + 1``, ...,
-and DSRL's normalized return and cost.
+and the normalized return and cost. Each row records which data it was trained on
+(``data_origin``, ``data_provenance``) and which reference returns normalized it
+(``normalization``, ``reward_range``): DSRL's for DSRL's data, the data's own range for data
+built locally. The report shows the data of every task beside its row.
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class SweepSettings:
     save_agents: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # {"n_steps": ...} for every run
     n_safe_demos: int = 10  # for agents that learn without cost labels (DSPO; the paper's 10-15)
+    data_origin: str = "auto"  # which data a task id means (envs.load_dataset's origin)
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "full"):
@@ -86,6 +90,8 @@ class SweepSettings:
             raise ValueError(f"episodes must be >= 1, got {self.episodes}")
         if self.n_safe_demos < 1:
             raise ValueError(f"n_safe_demos must be >= 1, got {self.n_safe_demos}")
+        if self.data_origin not in ("auto", "local", "dsrl"):
+            raise ValueError(f"data_origin must be auto, local or dsrl, got {self.data_origin!r}")
 
 
 def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int]) -> list[Run]:
@@ -177,6 +183,9 @@ def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
+_PER_EPISODE = ("return", "cost", "length", "normalized_return", "normalized_cost")
+
+
 def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | None]:
     """Train and evaluate one run: its result row, and the saved agent's bytes.
 
@@ -195,7 +204,7 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
     n_steps, hyperparameters = budget(run.agent, run.task, settings)
     env = envs.make(run.task)
     try:
-        data = envs.load_dataset(run.task)
+        data = envs.load_dataset(run.task, origin=settings.data_origin, progress_bar=False)
         agent_class = registry.get_agent_class(run.agent)
         learn_kwargs: dict[str, Any] = {}
         if agent_class.needs_demos:
@@ -217,16 +226,19 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
     finally:
         env.close()
     spec = envs.get_task(run.task)
-    row = {
+    row: dict[str, Any] = {
         **asdict(run),
         "profile": settings.profile,
         "preset": preset,
         "n_steps": n_steps,
         "hyperparameters": agent.config.to_dict(),
-        "episodes": {key: report[key] for key in report if not key.startswith("mean_")},
+        "episodes": {key: report[key] for key in _PER_EPISODE if key in report},
         **{key: report[key] for key in report if key.startswith("mean_")},
+        **{key: report[key] for key in ("normalization", "reward_range") if key in report},
         "cost_limit": spec.cost_limit,
         "simulator": spec.simulator,
+        "data_origin": data.origin,
+        "data_provenance": data.provenance,
         "setting": (
             f"cost-label-free, {settings.n_safe_demos} safe demos" if learn_kwargs else "costs"
         ),
@@ -449,22 +461,63 @@ def _averages(
     return averages
 
 
+_ORIGIN_LABELS = {"dsrl": "DSRL", "local": "built locally", "unknown": "unknown"}
+NOT_RECORDED = "not recorded"
+
+
+def data_labels(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """``{task: which data its rows were trained on}``: ``DSRL``, ``built locally``, ...
+
+    Rows written before provenance was recorded read ``not recorded`` (they were normalized
+    with DSRL's reference returns, whatever their data). A task whose rows disagree lists every
+    label and is marked ``(mixed)``.
+    """
+    labels: dict[str, set[str]] = {}
+    for row in rows:
+        label = _ORIGIN_LABELS.get(row.get("data_origin", ""), NOT_RECORDED)
+        labels.setdefault(row["task"], set()).add(label)
+    return {
+        task: " + ".join(sorted(found)) + (" (mixed)" if len(found) > 1 else "")
+        for task, found in labels.items()
+    }
+
+
+def data_notes(rows: Sequence[dict[str, Any]]) -> str:
+    """The data and normalization of each task, one line per distinct pair (under the table)."""
+    lines = ["Data and normalization per task:"]
+    seen: dict[str, set[tuple[str, str]]] = {}
+    for row in rows:
+        pair = (
+            row.get("data_provenance", "data not recorded (a row from before it was recorded)"),
+            row.get("normalization", "the task's reference returns (the rule of that time)"),
+        )
+        seen.setdefault(row["task"], set()).add(pair)
+    for task, pairs in sorted(seen.items()):
+        for provenance, normalization in sorted(pairs):
+            lines.append(f"- {task}: {provenance}; normalized return uses {normalization}")
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The papers' table: one row per task, one reward/cost column pair per agent.
 
     Cells read ``reward +- spread / cost +- spread`` (normalized; spread = std over seeds);
-    unsafe cells (normalized cost above 1) are marked ``(unsafe)``. Averages per simulator and
-    over all tasks close the table (an agent missing on a task is left out of the average).
+    unsafe cells (normalized cost above 1) are marked ``(unsafe)``. The ``data`` column says
+    which data the task's rows were trained on (:func:`data_labels`): DSRL's or data built
+    locally, whose normalized returns are not comparable with the papers'. Averages per
+    simulator and over all tasks close the table (an agent missing on a task is left out of
+    the average).
     """
     cells = table(rows)
     simulators = {row["task"]: row.get("simulator", "?") for row in rows}
+    data = data_labels(rows)
     agents = sorted({agent for row in cells.values() for agent in row})
     lines = [
-        "| task | " + " | ".join(agents) + " |",
-        "|---|" + "---|" * len(agents),
+        "| task | data | " + " | ".join(agents) + " |",
+        "|---|---|" + "---|" * len(agents),
     ]
     for task, row in cells.items():
-        entries = []
+        entries = [data[task]]
         for agent in agents:
             cell = row.get(agent)
             if cell is None:
@@ -481,18 +534,20 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
             f"{values[agent][0]:.2f} / {values[agent][1]:.2f}" if agent in values else "-"
             for agent in agents
         ]
-        lines.append(f"| {name} | " + " | ".join(entries) + " |")
+        lines.append(f"| {name} | | " + " | ".join(entries) + " |")
     return "\n".join(lines)
 
 
 def csv_table(rows: Sequence[dict[str, Any]]) -> str:
-    """One line per (task, agent) cell: normalized reward and cost with spreads, seeds, safe."""
-    lines = ["task,agent,reward,reward_spread,cost,cost_spread,seeds,safe"]
+    """One line per (task, agent) cell: normalized reward and cost with spreads, seeds, safe,
+    and the data the task's rows were trained on (:func:`data_labels`)."""
+    data = data_labels(rows)
+    lines = ["task,agent,reward,reward_spread,cost,cost_spread,seeds,safe,data"]
     for task, row in table(rows).items():
         for agent, cell in row.items():
             lines.append(
                 f"{task},{agent},{cell.reward:.4f},{cell.reward_spread:.4f},{cell.cost:.4f},"
-                f"{cell.cost_spread:.4f},{cell.seeds},{str(cell.safe).lower()}"
+                f"{cell.cost_spread:.4f},{cell.seeds},{str(cell.safe).lower()},{data[task]}"
             )
     return "\n".join(lines) + "\n"
 
@@ -541,7 +596,7 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     rows = load_rows(out)
     if not rows:
         raise ValueError(f"{out} has no result rows (expected {out / 'rows'}/*.json)")
-    markdown = markdown_table(rows)
+    markdown = markdown_table(rows) + "\n\n" + data_notes(rows)
     paths = {"markdown": out / "report.md", "csv": out / "report.csv"}
     for key, text in (("markdown", markdown + "\n"), ("csv", csv_table(rows))):
         partial = paths[key].with_name(f".{paths[key].name}.partial")

@@ -95,20 +95,40 @@ def cmd_demo(args: argparse.Namespace) -> None:
 
 
 def cmd_info(args: argparse.Namespace) -> None:
-    """List tasks, agents and the datasets available offline."""
+    """List tasks, agents and the datasets on this machine (which load_dataset would use)."""
     import envs
+    from envs import download
     from envs.datasets import dataset_locations
 
-    print("Tasks (id, simulator, episode length, cost limit, dataset):")
+    print(
+        "Tasks (id, simulator, episode length, cost limit, data on this machine: DSRL's "
+        "downloaded file, else one built locally; load_dataset picks in this order):"
+    )
     for task_id in envs.list_tasks():
         spec = envs.get_task(task_id)
-        found = next((path for path in dataset_locations(task_id) if path.is_file()), None)
-        where = str(found) if found else "-"
+        dsrl = download.find_dsrl_file(task_id) if spec.dsrl_name else None
+        built = next((path for path in dataset_locations(task_id) if path.is_file()), None)
+        if dsrl is not None:
+            where = f"DSRL {dsrl}"
+        elif built is not None:
+            where = f"built locally {built}"
+        elif spec.dsrl_name:
+            where = f"- (DSRL {download.dsrl_file_name(task_id)} downloads on first use)"
+        else:
+            where = "-"
         print(
             f"  {task_id:42s} {spec.simulator:17s} {spec.max_episode_steps:5d} "
             f"{spec.cost_limit:6g}  {where}"
         )
     print(f"\nDataset cache: {envs.cache_dir()} (set SAFE_AGENTS_DATA_DIR to move it)")
+    print(
+        f"DSRL downloads: {download.download_dir()}; dsrl's own cache {download.dsrl_cache_dir()} "
+        f"is read too. A mirror: set {download.MIRROR_ENV_VAR}."
+    )
+    print(
+        "Normalized return: DSRL's reference returns for DSRL's data, the data's own return "
+        "range for data built locally."
+    )
     from safe_agents import get_agent_class, list_agents
 
     print("\nAgents (name, class, steps at the paper / cpu preset, what it is):")
@@ -140,8 +160,10 @@ def cmd_train(args: argparse.Namespace) -> None:
     from safe_agents import make_agent
     from safe_agents.common.callbacks import RemainingTimeCallback
 
+    # The data first: a missing dataset is reported before a simulator is started.
+    dataset = envs.load_dataset(args.dataset or args.task, origin=args.data_origin)
+    print(f"data: {dataset.provenance}; normalized return uses {dataset.normalization}")
     env = envs.make(args.task)
-    dataset = envs.load_dataset(args.dataset or args.task)
     agent = make_agent(
         args.algo,
         env,
@@ -201,9 +223,31 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         print(json.dumps(report, indent=2))
         return
     print(f"{agent.name} on {args.task}, {args.episodes} episodes: {_format_report(report)}")
+    if "normalization" in report:
+        print(f"normalized return uses {report['normalization']}")
     if "normalized_cost" in report:
         safe = sum(cost <= 1.0 for cost in report["normalized_cost"])
         print(f"safe episodes (normalized cost <= 1): {safe}/{args.episodes}")
+
+
+def cmd_download(args: argparse.Namespace) -> None:
+    """Download tasks' DSRL datasets into the cache (a copy already there is kept)."""
+    import envs
+    from envs import download
+
+    tasks = args.tasks
+    if tasks == ["all"]:
+        tasks = [task for task in envs.list_tasks() if envs.get_task(task).dsrl_name]
+    for task_id in tasks:
+        path = download.download_dsrl(
+            task_id, timeout=args.timeout, progress_bar=not args.no_progress
+        )
+        data = envs.load_dataset(path)
+        summary = data.summary()
+        print(
+            f"{task_id}: {path} ({data.provenance}; {summary['episodes']} episodes, "
+            f"{summary['transitions']} transitions)"
+        )
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
@@ -273,6 +317,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         configs=configs,
         save_agents=not args.no_save_agents,
         overrides=overrides,
+        data_origin=args.data_origin,
     )
     out = Path(args.out or f"bench/{args.profile}")
     todo = [run for run in runs if run.key not in bench.finished(out)]
@@ -307,6 +352,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
         paths = bench.write_report(out)
         print()
         print(bench.markdown_table(rows))
+        print(bench.data_notes(rows))
         print(f"\nwrote {paths['markdown']}, {paths['csv']} and {paths['plots']}/")
     if failures:
         raise UserError(f"{len(failures)} run(s) failed; rerun to retry them: {failures[0]}")
@@ -319,12 +365,25 @@ def cmd_report(args: argparse.Namespace) -> None:
     if not Path(args.folder).is_dir():
         raise UserError(f"no sweep folder {args.folder}")
     paths = bench.write_report(args.folder)
-    print(bench.markdown_table(bench.load_rows(args.folder)))
+    rows = bench.load_rows(args.folder)
+    print(bench.markdown_table(rows))
+    print(bench.data_notes(rows))
     print(f"\nwrote {paths['markdown']}, {paths['csv']} and {paths['plots']}/")
 
 
 def _split(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
+
+
+def _add_data_origin(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--data-origin",
+        choices=("auto", "local", "dsrl"),
+        default="auto",
+        help="which data a task id means: local (built locally: the cache, then shipped; no "
+        "network), dsrl (DSRL's, downloaded once if needed), auto (a copy on this machine, "
+        "DSRL's first, else DSRL's download; the default)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -353,6 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("algo", help="algorithm name (see `safe-agents info`)")
     train.add_argument("--task", required=True, help="task id, e.g. OfflineToyReachAvoid-v0")
     train.add_argument("--dataset", help="DSRL-format HDF5 file (default: the task's dataset)")
+    _add_data_origin(train)
     train.add_argument(
         "--steps", type=int, help="gradient steps (default: the preset's; the paper's by default)"
     )
@@ -399,6 +459,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
     evaluate.add_argument("--json", action="store_true", help="print the full report as JSON")
     evaluate.set_defaults(handler=cmd_evaluate)
+
+    fetch = commands.add_parser(
+        "download",
+        help="download tasks' DSRL datasets into the cache",
+        description=cmd_download.__doc__,
+    )
+    fetch.add_argument("tasks", nargs="+", help="task ids, or all")
+    fetch.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the host (default 30)"
+    )
+    fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    fetch.set_defaults(handler=cmd_download)
 
     collect = commands.add_parser(
         "collect",
@@ -468,6 +540,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--configs", help="folder of <agent>.toml overrides (default benchmarks/configs)"
     )
     bench.add_argument("--out", help="sweep folder (default bench/<profile>)")
+    _add_data_origin(bench)
     bench.add_argument("--no-save-agents", action="store_true", help="do not keep the agents")
     bench.set_defaults(handler=cmd_bench)
 
@@ -492,11 +565,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    from envs import DatasetError, UnknownTaskError
+    from envs import DatasetError, DownloadError, UnknownTaskError
 
     try:
         args.handler(args)
-    except (UserError, UnknownTaskError, DatasetError, FileNotFoundError, ValueError) as error:
+    except (
+        UserError,
+        UnknownTaskError,
+        DatasetError,
+        DownloadError,
+        FileNotFoundError,
+        ValueError,
+    ) as error:
         if args.verbose:
             raise
         print(f"safe-agents {args.command}: error: {error}", file=sys.stderr)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 import warnings
 
 import pytest
 
 import envs
+
+# No test reaches outside this machine: DSRL downloads go to a closed loopback port unless a
+# test serves files itself, and dsrl's own cache is an empty folder (not the user's).
+os.environ["SAFE_AGENTS_DSRL_URL"] = "http://127.0.0.1:9/dsrl"
+os.environ["DSRL_DATASET_DIR"] = tempfile.mkdtemp(prefix="safe-agents-test-dsrl-")
 
 TOY = "OfflineToyReachAvoid-v0"
 

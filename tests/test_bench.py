@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+import envs
 from safe_agents import bench
 from safe_agents.cli import main
 
@@ -30,6 +31,10 @@ def test_process_pool_and_ray_give_the_same_rows(tmp_path):
     assert row["n_steps"] == 30 and len(row["episodes"]["return"]) == 2
     assert row["mean_return"] == pytest.approx(sum(row["episodes"]["return"]) / 2)
     assert (tmp_path / "ray" / "agents" / f"{runs[0].key}.zip").is_file()
+    # Which data, and which reference returns normalized it, travel with every row.
+    assert row["data_origin"] == "local" and row["data_provenance"].startswith("built locally")
+    assert row["normalization"].startswith("the dataset's own return range")
+    assert row["reward_range"] == list(envs.load_dataset(TOY).reference_range())
 
 
 def test_a_rerun_skips_finished_runs_and_retries_the_rest(tmp_path):
@@ -96,7 +101,10 @@ def test_unknown_agents_tasks_and_profiles_are_named():
         bench.SweepSettings(profile="medium")
 
 
-def crafted_row(agent: str, task: str, seed: int, reward: float, cost: float, sim: str) -> dict:
+def crafted_row(
+    agent: str, task: str, seed: int, reward: float, cost: float, sim: str, origin: str = "local"
+) -> dict:
+    provenance = "DSRL SafetyB.hdf5" if origin == "dsrl" else "built locally (test, seed 0)"
     return {
         "agent": agent,
         "task": task,
@@ -106,6 +114,9 @@ def crafted_row(agent: str, task: str, seed: int, reward: float, cost: float, si
         "mean_cost": cost * 10,
         "mean_normalized_return": reward,
         "mean_normalized_cost": cost,
+        "data_origin": origin,
+        "data_provenance": provenance,
+        "normalization": "DSRL reference returns" if origin == "dsrl" else "own range",
     }
 
 
@@ -114,34 +125,53 @@ CRAFTED = [
     crafted_row("bc_all", "TaskA", 1, 0.6, 2.0, "bullet"),
     crafted_row("fisor", "TaskA", 0, 0.3, 0.5, "bullet"),
     crafted_row("fisor", "TaskA", 1, 0.5, 0.5, "bullet"),
-    crafted_row("bc_all", "TaskB", 0, 0.8, 0.2, "metadrive"),
+    crafted_row("bc_all", "TaskB", 0, 0.8, 0.2, "metadrive", origin="dsrl"),
 ]
 
 
 def test_the_report_renders_crafted_rows(tmp_path):
     markdown = bench.markdown_table(CRAFTED)
     lines = markdown.splitlines()
-    assert lines[0] == "| task | bc_all | fisor |"
+    assert lines[0] == "| task | data | bc_all | fisor |"
     assert lines[2] == (
-        "| TaskA | **0.50 +- 0.10 / 2.00 +- 0.00 (unsafe)** | 0.40 +- 0.10 / 0.50 +- 0.00 |"
+        "| TaskA | built locally | **0.50 +- 0.10 / 2.00 +- 0.00 (unsafe)** | "
+        "0.40 +- 0.10 / 0.50 +- 0.00 |"
     )
-    assert lines[3] == "| TaskB | 0.80 +- 0.00 / 0.20 +- 0.00 | - |"
-    assert "| average bullet | 0.50 / 2.00 | 0.40 / 0.50 |" in lines
-    assert "| average metadrive | 0.80 / 0.20 | - |" in lines
+    assert lines[3] == "| TaskB | DSRL | 0.80 +- 0.00 / 0.20 +- 0.00 | - |"
+    assert "| average bullet | | 0.50 / 2.00 | 0.40 / 0.50 |" in lines
+    assert "| average metadrive | | 0.80 / 0.20 | - |" in lines
     # FISOR has no TaskB cell, so it gets no overall average.
-    assert lines[-1] == "| average | 0.65 / 1.10 | - |"
+    assert lines[-1] == "| average | | 0.65 / 1.10 | - |"
     csv = bench.csv_table(CRAFTED).splitlines()
-    assert csv[0] == "task,agent,reward,reward_spread,cost,cost_spread,seeds,safe"
-    assert "TaskA,bc_all,0.5000,0.1000,2.0000,0.0000,2,false" in csv
-    assert "TaskA,fisor,0.4000,0.1000,0.5000,0.0000,2,true" in csv
+    assert csv[0] == "task,agent,reward,reward_spread,cost,cost_spread,seeds,safe,data"
+    assert "TaskA,bc_all,0.5000,0.1000,2.0000,0.0000,2,false,built locally" in csv
+    assert "TaskA,fisor,0.4000,0.1000,0.5000,0.0000,2,true,built locally" in csv
+    assert "TaskB,bc_all,0.8000,0.0000,0.2000,0.0000,1,true,DSRL" in csv
+    notes = bench.data_notes(CRAFTED).splitlines()
+    assert notes[1:] == [
+        "- TaskA: built locally (test, seed 0); normalized return uses own range",
+        "- TaskB: DSRL SafetyB.hdf5; normalized return uses DSRL reference returns",
+    ]
 
     for row in CRAFTED:
         path = tmp_path / "rows" / f"{row['agent']}__{row['task']}__seed{row['seed']}.json"
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(row))
     paths = bench.write_report(tmp_path)
-    assert paths["markdown"].read_text().strip() == markdown
+    assert paths["markdown"].read_text().strip() == markdown + "\n\n" + "\n".join(notes)
     assert sorted(p.name for p in paths["plots"].glob("*.png")) == ["TaskA.png", "TaskB.png"]
+
+
+def test_the_report_never_hides_which_data_a_task_used():
+    old = {k: v for k, v in crafted_row("bc_all", "TaskA", 2, 0.1, 0.1, "bullet").items()}
+    for key in ("data_origin", "data_provenance", "normalization"):
+        del old[key]  # a row written before provenance was recorded
+    mixed = [*CRAFTED, old, crafted_row("fisor", "TaskB", 0, 0.1, 0.1, "metadrive")]
+    assert bench.data_labels(mixed) == {
+        "TaskA": "built locally + not recorded (mixed)",
+        "TaskB": "DSRL + built locally (mixed)",
+    }
+    assert "| TaskB | DSRL + built locally (mixed) |" in bench.markdown_table(mixed)
 
 
 def test_bad_rows_are_named(tmp_path):
@@ -160,7 +190,9 @@ def test_bench_and_report_commands(tmp_path, capsys):
     argv += ["--episodes", "1", "--workers", "1", "--out", str(out)]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "1 runs (0 already finished" in printed and "| OfflineToyReachAvoid-v0 |" in printed
+    assert "1 runs (0 already finished" in printed
+    assert "| OfflineToyReachAvoid-v0 | built locally |" in printed
+    assert "- OfflineToyReachAvoid-v0: built locally (envs.toy.build_toy_dataset" in printed
     assert main(argv) == 0
     assert "1 runs (1 already finished" in capsys.readouterr().out
     assert main(["report", str(out)]) == 0

@@ -30,6 +30,8 @@ def test_train_then_evaluate_a_saved_agent(tmp_path, capsys):
             "hidden_sizes=[32,32]",
             "--eval-episodes",
             "2",
+            "--data-origin",
+            "local",
             "--no-progress",
         ]
     )
@@ -37,11 +39,15 @@ def test_train_then_evaluate_a_saved_agent(tmp_path, capsys):
     out = capsys.readouterr().out
     saved = tmp_path / f"bc_safe-{TOY}-seed3.zip"
     assert saved.is_file() and "normalized cost" in out
+    assert "data: built locally (envs.toy.build_toy_dataset, seed 0)" in out
     assert (tmp_path / f"bc_safe-{TOY}-seed3" / "progress.csv").is_file()
 
     assert main(["evaluate", str(saved), "--task", TOY, "--episodes", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert len(report["normalized_cost"]) == 2 and "mean_normalized_return" in report
+    assert report["normalization"].startswith("the dataset's own return range of the training")
+    assert main(["evaluate", str(saved), "--task", TOY, "--episodes", "1"]) == 0
+    assert "normalized return uses the dataset's own" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
@@ -53,6 +59,11 @@ def test_train_then_evaluate_a_saved_agent(tmp_path, capsys):
         (["train", "bc_all", "--task", TOY, "--set", "foo"], "--set expects KEY=VALUE"),
         (["train", "bc_all", "--task", TOY, "--dataset", "missing.hdf5"], "no dataset file at"),
         (["evaluate", "missing.zip", "--task", TOY], "no saved agent at missing.zip"),
+        (["train", "bc_all", "--task", TOY, "--data-origin", "dsrl"], "has no DSRL dataset"),
+        (
+            ["train", "bc_all", "--task", "OfflineAntRun-v0", "--data-origin", "local"],
+            "safe-agents collect --task OfflineAntRun-v0",
+        ),
     ],
 )
 def test_user_errors_are_one_line_without_traceback(argv, message, capsys, tmp_path, monkeypatch):
@@ -67,11 +78,12 @@ def test_info_lists_tasks_agents_and_the_shipped_dataset(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "OfflineMetadrive-harddense-v0" in out and "bc_safe" in out
-    assert f"envs/data/{TOY}.hdf5" in out
+    assert "built locally " in out and f"envs/data/{TOY}.hdf5" in out
+    assert "DSRL SafetyAntRun-v0-150-1816.hdf5 downloads on first use" in out
 
 
 def test_help_for_every_command(capsys):
-    for command in ("train", "evaluate", "collect", "info", "demo"):
+    for command in ("train", "evaluate", "collect", "download", "info", "demo"):
         with pytest.raises(SystemExit) as raised:
             main([command, "--help"])
         assert raised.value.code == 0

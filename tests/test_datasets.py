@@ -140,7 +140,12 @@ def test_a_file_written_the_dsrl_way_loads_unchanged(tmp_path):
             file.create_dataset(name, data=np.asarray(values).astype(dtype))
     loaded = envs.load_dataset(str(path))
     np.testing.assert_allclose(loaded.rewards, arrays["rewards"])
-    assert loaded.n_episodes == 2 and loaded.metadata == {}
+    assert loaded.n_episodes == 2
+    # Recognised by DSRL's file name: labelled with its task and DSRL's reference values.
+    spec = envs.get_task("OfflineCarCircle-v0")
+    assert loaded.origin == "dsrl" and loaded.metadata["task_id"] == spec.task_id
+    assert loaded.provenance == "DSRL SafetyCarCircle-v0-100-1450.hdf5"
+    assert loaded.reference_range() == (spec.reward_min, spec.reward_max)
 
 
 def test_bad_files_give_clear_errors(tmp_path):

@@ -106,3 +106,7 @@ def test_collect_episodes_records_a_policy_into_a_valid_dataset(tmp_path):
     np.testing.assert_allclose(data.next_observations[:99], data.observations[1:100])
     loaded = envs.load_dataset(envs.save_dataset(data, tmp_path / "ballrun.hdf5"))
     np.testing.assert_allclose(loaded.episode_costs(), data.episode_costs())
+    # Recorded here: labelled so, and normalized with its own return range, not DSRL's.
+    assert loaded.origin == "local" and loaded.provenance == "built locally (envs.collect_episodes)"
+    returns = data.episode_returns()
+    assert loaded.reference_range() == (returns.min(), returns.max())

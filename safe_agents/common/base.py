@@ -31,7 +31,12 @@ from torch import nn
 from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
 from safe_agents.common.config import CPU, PAPER, AgentConfig
-from safe_agents.common.data import TransitionSampler, coerce_dataset
+from safe_agents.common.data import (
+    TransitionSampler,
+    check_training_data,
+    coerce_dataset,
+    describe_training_data,
+)
 from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.logger import Logger
 from safe_agents.common.networks import ActionScaler, ObservationScaler
@@ -110,6 +115,9 @@ class BaseAgent:
         self.device = get_device(device)
         self.num_steps = 0
         self.total_steps = self.config.n_steps
+        # Where the last learn_offline's data came from (see describe_training_data); saved,
+        # and read by envs.evaluate to normalize with that data's reference returns.
+        self.training_data: dict[str, Any] | None = None
         self.logger = Logger()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # Global seeding makes the network initialisation of _build reproducible; afterwards
@@ -213,6 +221,7 @@ class BaseAgent:
         self.total_steps = total
         dataset = coerce_dataset(dataset)
         dataset.check_spaces(self.observation_space, self.action_space)
+        self.training_data = describe_training_data(dataset)
         dataset = self._prepare_dataset(dataset)
         if self.num_steps == 0:
             self.obs_scaler.fit(dataset.observations)
@@ -310,6 +319,7 @@ class BaseAgent:
             "observation_space": serialization.box_to_dict(self.observation_space),
             "action_space": serialization.box_to_dict(self.action_space),
             "hyperparameters": self.config.to_dict(),
+            "training_data": self.training_data,
         }
         return serialization.write_agent_file(path, config, weights, training)
 
@@ -357,6 +367,7 @@ class BaseAgent:
                 torch_threads=torch_threads,
                 **config["hyperparameters"],
             )
+            agent.training_data = check_training_data(config.get("training_data"))
         except (TypeError, ValueError, KeyError) as error:
             raise serialization.AgentLoadError(f"{path}: invalid config.json: {error}") from error
         agent.preset = preset

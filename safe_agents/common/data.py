@@ -38,6 +38,50 @@ def coerce_dataset(dataset: Any) -> Any:
     )
 
 
+def describe_training_data(dataset: Any) -> dict[str, Any]:
+    """What an agent records about the data it learned from (saved with it, read by evaluation).
+
+    ``task_id``, ``origin`` (``"dsrl"``/``"local"``/``"unknown"``), ``provenance`` (one line),
+    ``normalization`` and ``reward_range``: the reference returns that normalize the agent's
+    returns on the data's task (``envs.OfflineDataset.reference_range``; None when empty).
+    """
+    try:
+        reward_range: list[float] | None = [float(value) for value in dataset.reference_range()]
+    except ValueError:  # DatasetError: every episode has the same return
+        reward_range = None
+    return {
+        "task_id": dataset.metadata.get("task_id"),
+        "origin": dataset.origin,
+        "provenance": dataset.provenance,
+        "normalization": dataset.normalization,
+        "reward_range": reward_range,
+    }
+
+
+def check_training_data(record: Any) -> dict[str, Any] | None:
+    """A saved :func:`describe_training_data` record, checked (None when absent).
+
+    Raises:
+        ValueError: a record of the wrong shape (a tampered or foreign file).
+    """
+    if record is None:
+        return None
+    text_keys = ("origin", "provenance", "normalization")
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in text_keys):
+        raise ValueError(f"training_data must be a record with {text_keys}, got {record!r}")
+    if not isinstance(record.get("task_id"), str | None):
+        raise ValueError(f"training_data.task_id must be a string, got {record['task_id']!r}")
+    reward_range = record.get("reward_range")
+    if reward_range is not None and not (
+        isinstance(reward_range, list)
+        and len(reward_range) == 2
+        and all(isinstance(v, int | float) and np.isfinite(v) for v in reward_range)
+        and reward_range[1] > reward_range[0]
+    ):
+        raise ValueError(f"training_data.reward_range must be [low, high], got {reward_range!r}")
+    return dict(record)
+
+
 DEFAULT_COST_LIMIT = 10.0  # OSRL's default episode cost limit (CDT's target before training)
 
 
