@@ -17,6 +17,7 @@ highest episode return, so that a score on it is never mistaken for one on DSRL'
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -27,6 +28,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+_LOG = logging.getLogger(__name__)
 
 FIELDS = (
     "observations",
@@ -683,17 +686,29 @@ def load_dataset(
 
     spec = get_task(task_id)  # an unknown id raises here, listing close matches
     has_dsrl_data = spec.dsrl_name is not None
+    reuse_dsrl_cache = True
     if origin != "local" and has_dsrl_data:
         found = download.find_dsrl_file(task_id)
         if found is not None:
-            return _read_dsrl(found, task_id)
+            try:
+                return _read_dsrl(found, task_id)
+            except DatasetError as error:
+                if found.parent == download.download_dir():  # ours: validated when it arrived
+                    raise DatasetError(f"{error}; delete {found} to download it again") from None
+                # dsrl writes its cache in place, so an interrupted dsrl download leaves half a
+                # file there: download a copy of our own instead.
+                _LOG.warning("skipping %s, a damaged copy in dsrl's cache: %s", found, error)
+                reuse_dsrl_cache = False
     if origin != "dsrl":
         for candidate in dataset_locations(task_id):
             if candidate.is_file():
                 return read_hdf5(candidate)
     reason = "origin='local' does not download"
     if origin != "local" and has_dsrl_data:
-        fetch: dict[str, Any] = {"progress_bar": progress_bar}
+        fetch: dict[str, Any] = {
+            "progress_bar": progress_bar,
+            "reuse_dsrl_cache": reuse_dsrl_cache,
+        }
         if timeout is not None:
             fetch["timeout"] = timeout
         try:
@@ -715,13 +730,13 @@ def load_dataset(
 
 def _read_dsrl(path: Path, task_id: str) -> OfflineDataset:
     """Read a DSRL file, labelled with its task, origin and DSRL's reference values."""
-    from envs.download import dsrl_url
+    from envs.download import dsrl_address
 
     dataset = read_hdf5(path)
     metadata = {
         **dataset.metadata,
         **_dsrl_metadata(task_id, path.name),
-        "source_url": dsrl_url(task_id),
+        "source_url": dsrl_address(task_id),  # DSRL's address, whichever mirror served it
     }
     return dataset._with(metadata=metadata)
 
@@ -788,6 +803,10 @@ def describe_provenance(metadata: Mapping[str, Any]) -> str:
 
 def normalization_label(metadata: Mapping[str, Any]) -> str:
     """How returns on a dataset's task are normalized (:meth:`OfflineDataset.reference_range`)."""
-    if data_origin(metadata) == DSRL:
+    origin = data_origin(metadata)
+    if origin == DSRL:
         return "DSRL reference returns"
+    if origin == UNKNOWN and "reward_min" in metadata and "reward_max" in metadata:
+        # A file that does not say where it came from: its numbers are used, for what they are.
+        return "the reference returns in the dataset's metadata"
     return "the dataset's own return range"

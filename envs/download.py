@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import logging
 import os
 import re
@@ -31,6 +32,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from envs.datasets import DatasetError, cache_dir, read_hdf5
 from envs.tasks import get_task
@@ -56,8 +58,8 @@ class _Interrupted(Exception):
     """The transfer stopped part way; what arrived stays in the ``.part`` file for a resume."""
 
 
-def dsrl_url(task_id: str) -> str:
-    """The address of ``task_id``'s DSRL file: ``dsrl.infos.DATASET_URLS``, or the mirror's.
+def dsrl_address(task_id: str) -> str:
+    """DSRL's own address for ``task_id``'s file (``dsrl.infos.DATASET_URLS``; no mirror).
 
     Raises:
         UnknownTaskError: an unknown task id.
@@ -74,20 +76,44 @@ def dsrl_url(task_id: str) -> str:
     infos = _compat.import_dsrl_infos()
     if infos is None:  # get_task needed it too; kept for the type checker
         raise ImportError("DSRL's addresses come from the dsrl package; run scripts/install.sh")
-    url = str(infos.DATASET_URLS[spec.dsrl_name])
+    return str(infos.DATASET_URLS[spec.dsrl_name])
+
+
+def dsrl_url(task_id: str) -> str:
+    """Where ``task_id``'s DSRL file is downloaded from: the mirror's folder
+    (:data:`MIRROR_ENV_VAR`, the file name appended to its path) when set, else DSRL's address.
+
+    Raises:
+        DownloadError: the mirror variable is not an http(s) address.
+    """
+    address = dsrl_address(task_id)
     mirror = os.environ.get(MIRROR_ENV_VAR)
-    if mirror:
-        return mirror.rstrip("/") + "/" + _file_name_of(url)
-    return url
+    if not mirror:
+        return address
+    parts = urllib.parse.urlsplit(mirror)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise DownloadError(
+            f"{MIRROR_ENV_VAR}={public_address(mirror)!r} is not an http(s) address of a "
+            "folder holding DSRL's files"
+        )
+    path = parts.path.rstrip("/") + "/" + _file_name_of(address)
+    return urllib.parse.urlunsplit(parts._replace(path=path))  # a query (signed URL) is kept
+
+
+def public_address(url: str) -> str:
+    """``url`` without user, password or query: what may be printed or stored."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def dsrl_file_name(task_id: str) -> str:
     """DSRL's file name for ``task_id``, e.g. ``SafetyCarCircle-v0-100-1450.hdf5``."""
-    return _file_name_of(dsrl_url(task_id))
+    return _file_name_of(dsrl_address(task_id))
 
 
 def _file_name_of(url: str) -> str:
-    return Path(urllib.parse.urlparse(url).path).name
+    return Path(urllib.parse.urlsplit(url).path).name
 
 
 def dsrl_cache_dir() -> Path:
@@ -118,16 +144,22 @@ def download_dsrl(
     timeout: float = DEFAULT_TIMEOUT,
     retries: int = 3,
     progress_bar: bool = True,
+    reuse_dsrl_cache: bool = True,
 ) -> Path:
     """The path of ``task_id``'s DSRL file, downloaded into :func:`download_dir` if needed.
 
-    A copy in this package's cache or in ``dsrl``'s is used as it is (no connection is made).
+    A copy in this package's cache, or in ``dsrl``'s (with ``reuse_dsrl_cache``), is returned as
+    it is, without a connection.
 
     Args:
         task_id: a registered DSRL task id.
-        timeout: seconds to wait for the host to connect and between bytes.
-        retries: how many times one call resumes a transfer that stopped part way.
+        timeout: seconds to wait for the host to connect and between bytes (name resolution is
+            the system resolver's business and is not bounded by it).
+        retries: how many times one call resumes a transfer that stopped part way or could not
+            reconnect.
         progress_bar: show a tqdm bar over bytes.
+        reuse_dsrl_cache: return a copy found in ``dsrl``'s cache (False: download into this
+            package's cache instead, e.g. when that copy is damaged).
 
     Raises:
         DownloadError: the host cannot be reached, answers with an error, or the transfer keeps
@@ -138,78 +170,135 @@ def download_dsrl(
         raise ValueError(f"retries must be >= 0, got {retries}")
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
-    found = find_dsrl_file(task_id)
-    if found is not None:
-        return found
+    destination = download_dir() / dsrl_file_name(task_id)
+    found = find_dsrl_file(task_id) if reuse_dsrl_cache else None
+    if found is not None or destination.is_file():
+        return found or destination
     url = dsrl_url(task_id)
-    destination = download_dir() / _file_name_of(url)
+    shown = public_address(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(destination.with_name(f".{destination.name}.lock")):
+    with _exclusive(destination.with_name(f".{destination.name}.lock"), shown):
         if destination.is_file():  # another process finished it while this one waited
             return destination
-        partial = destination.with_name(f".{destination.name}.part")
+        partial = _Partial(destination)
         for attempt in range(retries + 1):
             try:
-                _transfer(url, partial, timeout, progress_bar, task_id)
+                _transfer(url, partial, timeout, progress_bar, task_id, resuming=attempt > 0)
                 break
             except _Interrupted as error:
                 if attempt == retries:
-                    size = partial.stat().st_size if partial.exists() else 0
                     raise DownloadError(
-                        f"the download of {url} stopped {retries + 1} time(s) ({error}); "
-                        f"{size:,} bytes are kept in {partial}: call again to resume"
+                        f"the download of {shown} stopped {retries + 1} time(s) ({error}); "
+                        f"{partial.size():,} bytes are kept in {partial.path}: call again to "
+                        "resume"
                     ) from None
-                _LOG.warning("download of %s stopped (%s); resuming", url, error)
+                _LOG.warning("download of %s stopped (%s); resuming", shown, error)
                 time.sleep(min(0.5 * 2**attempt, 5.0))
         try:
             # The whole file must read as a DSRL dataset, cost labels included, before it is used.
-            if not read_hdf5(partial).has_costs:
+            if not read_hdf5(partial.path).has_costs:
                 raise DatasetError("it has no 'costs', which every DSRL dataset has")
         except DatasetError as error:
-            partial.unlink(missing_ok=True)
+            partial.discard()
             raise DatasetError(
-                f"{url} did not serve a DSRL dataset (the file was deleted): {error}"
+                f"{shown} did not serve a DSRL dataset (the file was deleted): {error}"
             ) from error
-        os.replace(partial, destination)
-    _LOG.info("downloaded %s to %s", url, destination)
+        os.replace(partial.path, destination)
+        partial.discard()
+    _LOG.info("downloaded %s to %s", shown, destination)
     return destination
 
 
-def _transfer(url: str, partial: Path, timeout: float, progress_bar: bool, task_id: str) -> None:
+class _Partial:
+    """The ``.part`` file of a download and its record: the address, the server's validator
+    (ETag or Last-Modified, for ``If-Range``) and the full size, so that a resume appends only
+    to bytes of the same file."""
+
+    def __init__(self, destination: Path) -> None:
+        self.path = destination.with_name(f".{destination.name}.part")
+        self.record_path = destination.with_name(f".{destination.name}.part.json")
+
+    def size(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def record(self) -> dict[str, Any]:
+        try:
+            record = json.loads(self.record_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return record if isinstance(record, dict) else {}
+
+    def start(self, url: str, validator: str | None, total: int | None) -> None:
+        """A new body begins: forget what was kept, remember what this body is."""
+        self.path.unlink(missing_ok=True)
+        record = {"url": url, "validator": validator, "total": total}
+        temporary = self.record_path.with_name(self.record_path.name + ".tmp")
+        temporary.write_text(json.dumps(record))
+        os.replace(temporary, self.record_path)
+
+    def discard(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.record_path.unlink(missing_ok=True)
+
+
+def _transfer(
+    url: str, partial: _Partial, timeout: float, progress_bar: bool, task_id: str, resuming: bool
+) -> None:
     """Fetch ``url`` into ``partial``, continuing from its current size when the server can."""
     from tqdm.auto import tqdm
 
-    have = partial.stat().st_size if partial.exists() else 0
+    record = partial.record()
+    have = partial.size()
+    if have and record.get("url") != url:  # bytes of another address: never append to them
+        partial.discard()
+        have = 0
     headers = {"User-Agent": "safe-agents"}
     if have:
         headers["Range"] = f"bytes={have}-"
-    request = urllib.request.Request(url, headers=headers)
+        if record.get("validator"):
+            # The server sends the whole file again (200) if it changed since the kept bytes.
+            headers["If-Range"] = str(record["validator"])
+    shown = public_address(url)
     try:
-        response = urllib.request.urlopen(request, timeout=timeout)
+        response = urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=timeout
+        )
     except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # the kept bytes do not fit the file any more: restart
-            partial.unlink()
+        if error.code == 416 and have:
+            match = re.fullmatch(r"bytes \*/(\d+)", error.headers.get("Content-Range", ""))
+            if match and int(match.group(1)) == have == record.get("total"):
+                return  # everything had arrived already (e.g. stopped during validation)
+            partial.discard()
             raise _Interrupted("the server refused to resume; restarting") from None
+        if error.code >= 500:  # the server's trouble, often passing
+            raise _Interrupted(f"HTTP {error.code} {error.reason}") from None
         raise DownloadError(
-            f"{url} answered HTTP {error.code} {error.reason}; {_offline_hint(task_id)}"
+            f"{shown} answered HTTP {error.code} {error.reason}; {_offline_hint(task_id)}"
         ) from None
-    except (urllib.error.URLError, OSError) as error:
+    except (OSError, http.client.HTTPException, ValueError) as error:
         reason = getattr(error, "reason", error)
+        if resuming or have:  # it answered before: a passing failure, try again
+            raise _Interrupted(f"reconnecting failed: {reason}") from None
         raise DownloadError(
-            f"cannot reach {urllib.parse.urlparse(url).netloc} for {_file_name_of(url)} "
+            f"cannot reach {urllib.parse.urlsplit(shown).netloc} for {_file_name_of(url)} "
             f"({reason}, timeout {timeout:g} s); {_offline_hint(task_id)}"
         ) from None
     with response:
-        try:
-            total = _expected_size(response, have)
-        except _Interrupted:
-            partial.unlink()
-            raise
-        if response.status == 200 and have:  # the server ignored the range: start again
+        if response.status == 206:
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
+            total = None if match is None or match.group(3) == "*" else int(match.group(3))
+            if match is None or int(match.group(1)) != have or total != record.get("total"):
+                partial.discard()  # not the continuation of the kept bytes
+                raise _Interrupted("the server resumed another file or byte; restarting")
+        else:  # 200: the whole file (first request, a server without ranges, a changed file)
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
+            partial.start(url, validator, total)
             have = 0
-        mode = "ab" if have else "wb"
+        received = have
         with (
-            open(partial, mode) as handle,
+            open(partial.path, "ab") as handle,
             tqdm(
                 total=total,
                 initial=have,
@@ -220,7 +309,6 @@ def _transfer(url: str, partial: Path, timeout: float, progress_bar: bool, task_
                 disable=not progress_bar,
             ) as bar,
         ):
-            received = have
             try:
                 while chunk := response.read(_CHUNK):
                     handle.write(chunk)
@@ -228,19 +316,11 @@ def _transfer(url: str, partial: Path, timeout: float, progress_bar: bool, task_
                     bar.update(len(chunk))
             except (OSError, http.client.HTTPException) as error:
                 raise _Interrupted(f"after {received:,} bytes: {error!r}") from None
+            finally:
+                handle.flush()
+                os.fsync(handle.fileno())  # on disk before the rename that publishes it
     if total is not None and received != total:
         raise _Interrupted(f"{received:,} of {total:,} bytes arrived")
-
-
-def _expected_size(response: http.client.HTTPResponse, have: int) -> int | None:
-    """The full file size the response announces (None when it does not say)."""
-    if response.status == 206:
-        match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", ""))
-        if match is None or int(match.group(1)) != have:
-            raise _Interrupted("the server resumed from another byte; restarting")
-        return None if match.group(3) == "*" else int(match.group(3))
-    length = response.headers.get("Content-Length")
-    return int(length) if length and length.isdigit() else None
 
 
 def _offline_hint(task_id: str) -> str:
@@ -251,16 +331,30 @@ def _offline_hint(task_id: str) -> str:
 
 
 @contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` (POSIX ``flock``; no lock where it is missing)."""
+def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` while downloading ``what``.
+
+    POSIX ``flock``; where it is missing (Windows) or refused (some network file systems), the
+    download goes on without a lock, with a warning in the second case.
+    """
     try:
         import fcntl
-    except ImportError:  # Windows: one downloader at a time is the user's business
+    except ImportError:
         yield
         return
     with open(lock_path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        locked = True
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _LOG.warning("waiting for another process downloading %s", what)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:
+            _LOG.warning("cannot lock %s (%s); downloading without a lock", lock_path, error)
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)

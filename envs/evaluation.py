@@ -170,7 +170,9 @@ def _reference_returns(
         low, high = trained_on["reward_range"]
         label = f"{trained_on['normalization']} of the training data: {trained_on['provenance']}"
         return (float(low), float(high)), label
-    if spec is not None and spec.dsrl_name is None:
+    if spec is None:
+        return None, "the reference returns of the environment's NormalizedMetrics wrapper"
+    if spec.dsrl_name is None:
         return None, "the task's reference returns (its shipped dataset's range)"
     return None, "DSRL reference returns (the task's)"
 

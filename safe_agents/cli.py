@@ -238,16 +238,25 @@ def cmd_download(args: argparse.Namespace) -> None:
     tasks = args.tasks
     if tasks == ["all"]:
         tasks = [task for task in envs.list_tasks() if envs.get_task(task).dsrl_name]
+    failures = []
     for task_id in tasks:
-        path = download.download_dsrl(
-            task_id, timeout=args.timeout, progress_bar=not args.no_progress
-        )
-        data = envs.load_dataset(path)
+        try:
+            data = envs.load_dataset(
+                task_id, origin="dsrl", timeout=args.timeout, progress_bar=not args.no_progress
+            )
+        except (envs.DownloadError, envs.DatasetError) as error:
+            if len(tasks) == 1:
+                raise
+            failures.append(f"{task_id}: {error}")
+            print(f"{task_id}: FAILED: {error}", file=sys.stderr)  # and on to the next task
+            continue
         summary = data.summary()
         print(
-            f"{task_id}: {path} ({data.provenance}; {summary['episodes']} episodes, "
-            f"{summary['transitions']} transitions)"
+            f"{task_id}: {data.provenance} ({summary['episodes']} episodes, "
+            f"{summary['transitions']} transitions) in {download.find_dsrl_file(task_id)}"
         )
+    if failures:
+        raise UserError(f"{len(failures)} of {len(tasks)} download(s) failed: {failures[0]}")
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
@@ -468,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("tasks", nargs="+", help="task ids, or all")
     fetch.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the host (default 30)"
-    )
+    )  # envs.download.DEFAULT_TIMEOUT: not imported here, so that --help stays fast
     fetch.add_argument("--no-progress", action="store_true", help="no progress bar")
     fetch.set_defaults(handler=cmd_download)
 

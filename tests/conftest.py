@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import warnings
 
@@ -14,6 +16,7 @@ import envs
 # test serves files itself, and dsrl's own cache is an empty folder (not the user's).
 os.environ["SAFE_AGENTS_DSRL_URL"] = "http://127.0.0.1:9/dsrl"
 os.environ["DSRL_DATASET_DIR"] = tempfile.mkdtemp(prefix="safe-agents-test-dsrl-")
+atexit.register(shutil.rmtree, os.environ["DSRL_DATASET_DIR"], ignore_errors=True)
 
 TOY = "OfflineToyReachAvoid-v0"
 

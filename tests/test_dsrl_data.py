@@ -42,26 +42,45 @@ class _Server:
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
-        self.requests: list[dict[str, str | None]] = []
+        self.etag = '"v1"'
+        self.requests: list[dict[str, str | int | None]] = []
         self.drops = 0  # how many of the next responses stop half way
+        self.unavailable = 0  # how many of the next requests get a 503
         self.ignore_range = False
         server = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802 - the http.server hook name
-                server.requests.append({"path": self.path, "range": self.headers.get("Range")})
-                if self.path.count("/") != 2 or not self.path.endswith(".hdf5"):
-                    self.send_error(404)
-                    return
-                start = 0
                 ranged = self.headers.get("Range")
-                if ranged and not server.ignore_range:
+                if_range = self.headers.get("If-Range")
+                start = 0
+                if ranged and not server.ignore_range and if_range in (None, server.etag):
                     start = int(ranged.removeprefix("bytes=").rstrip("-"))
+                total = len(server.payload)
+                if self.path.count("/") != 2 or not self.path.endswith(".hdf5"):
+                    status = 404
+                elif server.unavailable:
+                    server.unavailable -= 1
+                    status = 503
+                elif start >= total > 0:
+                    status = 416
+                else:
+                    status = 206 if start else 200
+                server.requests.append({"path": self.path, "range": ranged, "status": status})
+                if status in (404, 503):
+                    self.send_error(status)
+                    return
+                if status == 416:
+                    self.send_response(416)
+                    self.send_header("Content-Range", f"bytes */{total}")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 body = server.payload[start:]
-                self.send_response(206 if start else 200)
+                self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("ETag", server.etag)
                 if start:
-                    total = len(server.payload)
                     self.send_header("Content-Range", f"bytes {start}-{total - 1}/{total}")
                 self.end_headers()
                 if server.drops:
@@ -83,6 +102,18 @@ class _Server:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+def _dsrl_like_bytes_variant(payload: bytes) -> bytes:
+    """Another valid DSRL-format file of the same task (the server's file changed)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "v.hdf5"
+        path.write_bytes(payload)
+        data = envs.read_hdf5(path)
+        other = data.select_episodes(range(data.n_episodes - 1))
+        return envs.save_dataset(other._with(metadata={}), path).read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +162,8 @@ def test_dsrl_origin_downloads_validates_caches_and_labels(server, payload):
     assert data.reference_range() == (spec.reward_min, spec.reward_max)
     assert data.normalization == "DSRL reference returns"
     assert data.metadata["cost_limit"] == spec.cost_limit
-    assert data.metadata["source_url"] == server.url + _destination().name
+    # DSRL's own address, whichever mirror served the bytes (a mirror may carry secrets).
+    assert data.metadata["source_url"] == download.dsrl_address(TASK)
     # A second call, and auto, use the cached file: no new request.
     again = envs.load_dataset(TASK, origin="dsrl")
     auto = envs.load_dataset(TASK)
@@ -155,6 +187,48 @@ def test_a_dropped_connection_resumes_with_a_range_request(server, payload):
     assert path.read_bytes() == payload
     half = len(payload) // 2
     assert [request["range"] for request in server.requests] == [None, f"bytes={half}-"]
+    assert [request["status"] for request in server.requests] == [200, 206]
+    assert not list(path.parent.glob(".*.part*"))  # neither the bytes nor their record is left
+
+
+def test_a_failed_reconnect_is_retried(server, payload):
+    # The first response stops half way, the reconnect meets a 503, the third one resumes.
+    server.drops = 1
+    handle = server.httpd.RequestHandlerClass.do_GET
+
+    def flaky(handler) -> None:
+        if len(server.requests) == 1:
+            server.unavailable = 1
+        handle(handler)
+
+    server.httpd.RequestHandlerClass.do_GET = flaky
+    path = download.download_dsrl(TASK, progress_bar=False)
+    assert path.read_bytes() == payload
+    assert [request["status"] for request in server.requests] == [200, 503, 206]
+
+
+def test_a_file_that_changed_on_the_server_is_restarted_not_appended_to(server, payload):
+    server.drops = 1
+    with pytest.raises(envs.DownloadError):
+        download.download_dsrl(TASK, retries=0, progress_bar=False)
+    server.payload, server.etag = _dsrl_like_bytes_variant(payload), '"v2"'
+    path = download.download_dsrl(TASK, progress_bar=False)
+    assert path.read_bytes() == server.payload  # If-Range said the kept bytes were stale
+    assert server.requests[-1]["status"] == 200
+
+
+def test_a_complete_part_file_is_finished_without_downloading_again(server, payload, monkeypatch):
+    def stop(path):  # the user pressed Ctrl-C while the finished file was being checked
+        raise KeyboardInterrupt
+
+    check = download.read_hdf5
+    monkeypatch.setattr(download, "read_hdf5", stop)
+    with pytest.raises(KeyboardInterrupt):
+        download.download_dsrl(TASK, progress_bar=False)
+    monkeypatch.setattr(download, "read_hdf5", check)
+    path = download.download_dsrl(TASK, progress_bar=False)
+    assert path.read_bytes() == payload
+    assert [request["status"] for request in server.requests] == [200, 416]
 
 
 def test_an_interrupted_download_leaves_no_file_and_the_next_call_completes_it(server, payload):
@@ -173,16 +247,20 @@ def test_an_interrupted_download_leaves_no_file_and_the_next_call_completes_it(s
 
 def test_two_downloads_of_one_file_at_once_fetch_it_once(server, payload):
     paths: list[Path] = []
-    threads = [
-        threading.Thread(
-            target=lambda: paths.append(download.download_dsrl(TASK, progress_bar=False))
-        )
-        for _ in range(2)
-    ]
+    errors: list[BaseException] = []
+
+    def fetch() -> None:
+        try:
+            paths.append(download.download_dsrl(TASK, progress_bar=False))
+        except BaseException as error:  # noqa: BLE001 - reported by the assertion below
+            errors.append(error)
+
+    threads = [threading.Thread(target=fetch) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(timeout=60)
+    assert errors == []
     assert len(paths) == 2 and paths[0] == paths[1] and paths[0].read_bytes() == payload
     assert len(server.requests) == 1  # the second waited on the lock, then found the file
 
@@ -191,7 +269,35 @@ def test_a_server_that_ignores_ranges_restarts_the_file_cleanly(server, payload)
     server.drops, server.ignore_range = 1, True
     path = download.download_dsrl(TASK, progress_bar=False)
     assert path.read_bytes() == payload
-    assert len(server.requests) == 2
+    assert server.requests[1]["range"] == f"bytes={len(payload) // 2}-"  # asked to resume
+    assert [request["status"] for request in server.requests] == [200, 200]  # got it all again
+
+
+def test_a_damaged_copy_in_dsrls_cache_is_skipped_and_a_good_one_downloaded(server, payload):
+    own = download.dsrl_cache_dir() / download.dsrl_file_name(TASK)
+    own.parent.mkdir(parents=True)
+    own.write_bytes(payload[: len(payload) // 3])  # dsrl's urlretrieve stopped part way
+    data = envs.load_dataset(TASK, origin="dsrl", progress_bar=False)
+    assert data.origin == "dsrl" and len(server.requests) == 1
+    assert _destination().read_bytes() == payload
+
+
+def test_auto_downloads_a_task_that_has_no_local_copy(server, payload):
+    data = envs.load_dataset("OfflineAntRun-v0", progress_bar=False)
+    assert data.origin == "dsrl" and data.metadata["task_id"] == "OfflineAntRun-v0"
+    assert [request["path"] for request in server.requests] == [
+        "/dsrl/" + download.dsrl_file_name("OfflineAntRun-v0")
+    ]
+
+
+def test_the_mirror_must_be_an_http_address_and_its_secrets_are_never_shown(monkeypatch):
+    monkeypatch.setenv(download.MIRROR_ENV_VAR, "data.example/dsrl")
+    with pytest.raises(envs.DownloadError, match="not an http"):
+        download.dsrl_url(TASK)
+    monkeypatch.setenv(download.MIRROR_ENV_VAR, "https://user:secret@host/dsrl/?token=abc")
+    url = download.dsrl_url(TASK)
+    assert url == f"https://user:secret@host/dsrl/{download.dsrl_file_name(TASK)}?token=abc"
+    assert download.public_address(url) == f"https://host/dsrl/{download.dsrl_file_name(TASK)}"
 
 
 def test_a_file_that_is_not_a_dsrl_dataset_is_refused_and_deleted(server):
