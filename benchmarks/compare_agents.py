@@ -84,6 +84,8 @@ def main() -> None:
     result = {
         "task": args.task,
         "dataset": data.metadata.get("behaviour", "unknown"),
+        "data_provenance": data.provenance,
+        "normalization": data.normalization,
         "seeds": args.seeds,
         "episodes": args.episodes,
         "eval_seed": EVAL_SEED,
@@ -93,6 +95,7 @@ def main() -> None:
         "mean_std_over_seeds": table,
     }
     out = write_result(args.out or f"benchmarks/results/compare_{args.task}.json", result)
+    print(f"data: {data.provenance}; normalized return uses {data.normalization}")
     print(markdown(table, train_seconds))
     print(f"\nwrote {out}")
 
