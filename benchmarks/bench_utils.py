@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from safe_agents.common.fileio import atomic_write
+
 
 def cpu_budget(name: str) -> tuple[int, dict]:
     """``(n_steps, hyperparameters)`` of an agent's ``cpu`` preset (the one place sizes live)."""
@@ -71,8 +73,5 @@ def latency_ms(agent, batch: int, repeats: int = 20) -> float:
 
 
 def write_result(path: str | Path, result: dict) -> Path:
-    """Write a benchmark's JSON result (creating the folder) and return its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
-    return path
+    """Write a benchmark's JSON result (creating the folder, atomically) and return its path."""
+    return atomic_write(path, json.dumps(result, indent=2))

@@ -34,6 +34,7 @@ from bench_utils import write_result
 
 import envs
 from safe_agents import BCAll, bench, load_agent
+from safe_agents.common.fileio import atomic_write
 from safe_agents.dspo import discriminator_report
 
 TASKS = "OfflineToyReachAvoid-v0,OfflineBallRun-v0"
@@ -47,7 +48,7 @@ def sweep_dspo(tasks, seeds, out: Path, vclub_weight: float | None, workers: int
         settings = bench.SweepSettings()
         if vclub_weight is not None:
             path = Path(configs) / "dspo.toml"
-            path.write_text(f"[quick.hyperparameters]\nvclub_weight = {vclub_weight}\n")
+            atomic_write(path, f"[quick.hyperparameters]\nvclub_weight = {vclub_weight}\n")
             settings = bench.SweepSettings(configs=configs)
 
         def report(run, row, error):

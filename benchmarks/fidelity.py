@@ -280,11 +280,18 @@ def cmd_run(args: argparse.Namespace) -> None:
 
 
 def cmd_job(args: argparse.Namespace) -> None:
+    import importlib.util
+
     row = run_job(args.name)
-    path = OUT / f"{args.name}.json"
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(row, indent=1))
-    os.replace(partial, path)
+    # "before" jobs import the reference tree's safe_agents, which has no fileio module: load
+    # this checkout's by its path (it imports nothing of the package).
+    spec = importlib.util.spec_from_file_location(
+        "_fidelity_fileio", ROOT / "safe_agents" / "common" / "fileio.py"
+    )
+    assert spec is not None and spec.loader is not None
+    fileio = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fileio)
+    fileio.atomic_write(OUT / f"{args.name}.json", json.dumps(row, indent=1))
 
 
 def load_rows() -> dict[str, dict[str, Any]]:
@@ -440,8 +447,9 @@ def warm_start_markdown() -> str:
 
 def cmd_report(args: argparse.Namespace) -> None:
     text = report_markdown(load_rows()) + warm_start_markdown() + threads_markdown()
-    path = HERE / "results" / "fidelity.md"
-    path.write_text(text)
+    from safe_agents.common.fileio import atomic_write
+
+    atomic_write(HERE / "results" / "fidelity.md", text)
     print(text)
 
 
@@ -487,7 +495,9 @@ def cmd_threads(args: argparse.Namespace) -> None:
         "torch": torch.__version__,
         "steps_per_second": results,
     }
-    (HERE / "results" / "threads.json").write_text(json.dumps(payload, indent=1))
+    from safe_agents.common.fileio import atomic_write
+
+    atomic_write(HERE / "results" / "threads.json", json.dumps(payload, indent=1))
 
 
 def cmd_warm_start(args: argparse.Namespace) -> None:
@@ -512,8 +522,10 @@ def cmd_warm_start(args: argparse.Namespace) -> None:
             "ucb_episode_cost_on_data": agent.cost_estimate(data.observations[::10]),
         }
         print(warm_start, result[warm_start], flush=True)
+    from safe_agents.common.fileio import atomic_write
+
     path = HERE / "results" / "fidelity_drcorl_warm_start_ballrun.json"
-    path.write_text(json.dumps(result, indent=1))
+    atomic_write(path, json.dumps(result, indent=1))
 
 
 def main() -> None:

@@ -20,7 +20,6 @@ import importlib.machinery
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -220,22 +219,23 @@ def ensure_metadrive_offline_assets() -> Path:
     """
     from metadrive.version import VERSION
 
+    from safe_agents.common.fileio import atomic_write
+
     assets = _metadrive_assets()
     version_file = assets / "version.txt"
     texture = assets / "textures" / "grass1" / "GroundGrassGreen002_COL_1K.jpg"
     if version_file.exists() and texture.exists():
         return assets
     try:
-        texture.parent.mkdir(parents=True, exist_ok=True)
-        texture.touch()
-        (assets / "SAFE_AGENTS_STUB").write_text(
+        if not texture.exists():  # an empty texture; a real one is never replaced
+            atomic_write(texture, b"")
+        stub = (
             "Written by safe-agents (envs/_compat.py): MetaDrive's real assets are absent; state\n"
             "observations work, rendering needs the real assets (python -m metadrive.pull_asset).\n"
         )
-        # The version file goes last and atomically: it is what MetaDrive checks first.
-        with tempfile.NamedTemporaryFile("w", dir=assets, delete=False) as handle:
-            handle.write(VERSION)
-        os.replace(handle.name, version_file)
+        atomic_write(assets / "SAFE_AGENTS_STUB", stub)
+        # The version file goes last: it is what MetaDrive checks first.
+        atomic_write(version_file, VERSION)
     except OSError as error:
         raise RuntimeError(
             f"MetaDrive's asset folder {assets} is not writable, and MetaDrive would try to "

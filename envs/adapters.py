@@ -101,7 +101,14 @@ def make(task_id: str, **overrides: Any) -> gym.Env:
         UnknownTaskError: for an unknown ``task_id`` (the message lists close matches).
     """
     spec = get_task(task_id)
-    max_episode_steps = int(overrides.pop("max_episode_steps", spec.max_episode_steps))
+    max_episode_steps = overrides.pop("max_episode_steps", spec.max_episode_steps)
+    if (
+        isinstance(max_episode_steps, bool)
+        or not isinstance(max_episode_steps, int | np.integer)
+        or max_episode_steps < 1
+    ):
+        raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}")
+    max_episode_steps = int(max_episode_steps)
     kwargs = {**spec.env_kwargs, **overrides}
     if spec.simulator == "toy":
         from envs.toy import ToyReachAvoidEnv

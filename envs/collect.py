@@ -61,7 +61,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -441,14 +440,9 @@ def _stream_seed(*key: int) -> int:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(text)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    from safe_agents.common.fileio import atomic_write
+
+    atomic_write(path, text)
 
 
 def _package_version() -> str:
@@ -688,22 +682,17 @@ class _Build:
         self, model: Any, penalty: CostPenalty, behaviour: int, checkpoint: int
     ) -> None:
         """Policy and optimizer weights (loaded without pickle) plus the penalty's state."""
+        from safe_agents.common.fileio import atomic_path
+
         path = self.checkpoint_path(behaviour, checkpoint)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
+        with atomic_path(path) as temporary:
             torch.save(
                 {
                     "policy": model.policy.state_dict(),
                     "optimizer": model.policy.optimizer.state_dict(),
                 },
-                temp,
+                temporary,
             )
-            os.replace(temp, path)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
         _atomic_write_text(path.with_suffix(".json"), json.dumps(penalty.state_dict()))
 
     def load_checkpoint(self, behaviour: int, checkpoint: int) -> tuple[dict, dict[str, Any]]:

@@ -20,7 +20,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+
+# Beyond this magnitude float32 statistics and weights overflow: shared with predict's check.
+from safe_agents.common.data import MAX_ABS_VALUE
 
 _LOG = logging.getLogger(__name__)
 
@@ -46,6 +48,10 @@ _VECTOR_FIELDS = ("observations", "actions", "next_observations")
 #: Environment variable overriding the user cache of built datasets.
 CACHE_ENV_VAR = "SAFE_AGENTS_DATA_DIR"
 SHIPPED_DIR = Path(__file__).parent / "data"
+
+#: Environment variable bounding the bytes one dataset file may make the reader allocate
+#: (default: 80% of the memory available when it is read).
+MAX_BYTES_ENV_VAR = "SAFE_AGENTS_MAX_DATASET_BYTES"
 
 #: Where a dataset came from (``metadata["origin"]``).
 DSRL = "dsrl"
@@ -110,6 +116,8 @@ class OfflineDataset:
                 continue
             arrays[name] = _as_array(name, value)
         n = len(arrays["observations"])
+        if n == 0:
+            raise DatasetError("the dataset has no transitions")
         for name, array in arrays.items():
             expected_rank = 2 if name in _VECTOR_FIELDS else 1
             if array.ndim == 1 and expected_rank == 2:
@@ -131,6 +139,13 @@ class OfflineDataset:
                     f"field {name!r} has a non-finite value at index {bad[0]} "
                     f"({bad.size} bad rows in all)"
                 )
+            huge = np.flatnonzero((np.abs(array) > MAX_ABS_VALUE).reshape(len(array), -1).any(1))
+            if huge.size:
+                raise DatasetError(
+                    f"field {name!r} has a value of magnitude "
+                    f"{np.abs(array[huge[0]]).max():.3g} at index {huge[0]}, beyond "
+                    f"{MAX_ABS_VALUE:g} (statistics and weights would overflow float32)"
+                )
             if name in _FLAG_FIELDS:
                 bad = np.flatnonzero((array != 0) & (array != 1))
                 if bad.size:
@@ -138,14 +153,12 @@ class OfflineDataset:
                         f"field {name!r} must hold 0/1 flags, got {array[bad[0]]} at index {bad[0]}"
                     )
             object.__setattr__(self, name, array)
-        if n == 0:
-            raise DatasetError("the dataset has no transitions")
         if self.next_observations.shape[1] != self.observations.shape[1]:
             raise DatasetError(
                 f"field 'next_observations' has {self.next_observations.shape[1]} columns but "
                 f"'observations' has {self.observations.shape[1]}"
             )
-        json.dumps(self.metadata)  # metadata must survive the HDF5 round trip
+        object.__setattr__(self, "metadata", _plain_metadata(self.metadata))
 
     # ----------------------------------------------------------------------------- construction
     @classmethod
@@ -173,7 +186,7 @@ class OfflineDataset:
             next_observations=next_observations,
             terminals=terminals,
             timeouts=timeouts,
-            metadata=dict(metadata or {}),
+            metadata=_plain_metadata(metadata if metadata is not None else {}),
         )
 
     @classmethod
@@ -508,6 +521,41 @@ class OfflineDataset:
         return OfflineDataset(**values)
 
 
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays, bytes and tuples turned into JSON's types."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, np.ndarray):
+        return [_plain(item) for item in value.tolist()]
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(key): _plain(item) for key, item in value.items()}
+    return value
+
+
+def _plain_metadata(metadata: Any) -> dict[str, Any]:
+    """The metadata as plain JSON values (it must survive the HDF5 round trip).
+
+    Raises:
+        DatasetError: a value JSON cannot hold (an object, a NaN), naming its key.
+    """
+    if not isinstance(metadata, Mapping):
+        raise DatasetError(f"metadata must be a mapping, got {type(metadata).__name__}")
+    plain = {str(key): _plain(value) for key, value in metadata.items()}
+    for key, value in plain.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as error:
+            raise DatasetError(
+                f"metadata {key!r} cannot be stored in a dataset file: {type(error).__name__}: "
+                f"{str(error)[:200]}"
+            ) from None
+    return plain
+
+
 def _end_last(flags: np.ndarray) -> np.ndarray:
     flags = flags.copy()
     flags[-1] = 1.0
@@ -532,24 +580,15 @@ def save_dataset(
     """
     import h5py
 
+    from safe_agents.common.fileio import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        with h5py.File(temp_name, "w") as file:
-            for name, values in dataset.to_dict().items():
-                data = values.astype(bool) if name in _FLAG_FIELDS else values
-                file.create_dataset(name, data=data, compression=compression)
-            for key, value in dataset.metadata.items():
-                file.attrs[key] = _encode_attribute(value)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp_name, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        for name, values in dataset.to_dict().items():
+            data = values.astype(bool) if name in _FLAG_FIELDS else values
+            file.create_dataset(name, data=data, compression=compression)
+        for key, value in dataset.metadata.items():
+            file.attrs[key] = _encode_attribute(value)
     return path
 
 
@@ -561,29 +600,55 @@ def _encode_attribute(value: Any) -> Any:
 
 def _decode_attribute(value: Any) -> Any:
     if isinstance(value, bytes):
-        value = value.decode()
+        value = value.decode("utf-8", errors="replace")
     if isinstance(value, str) and value.startswith("json:"):
-        return json.loads(value[5:])
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    return value
+        try:
+            return json.loads(value[5:])
+        except (ValueError, RecursionError):
+            return value  # not ours after all: kept as the text it is
+    return _plain(value)  # numpy scalars and arrays, byte strings inside arrays
 
 
-def read_hdf5(path: str | os.PathLike) -> OfflineDataset:
+def max_dataset_bytes() -> int:
+    """How many bytes one dataset file may make :func:`read_hdf5` allocate: ``$SAFE_AGENTS_MAX_
+    DATASET_BYTES`` when set, else 80% of the memory available now (16 GiB where unknown)."""
+    override = os.environ.get(MAX_BYTES_ENV_VAR)
+    if override:
+        try:
+            return int(float(override))
+        except ValueError:
+            raise ValueError(
+                f"{MAX_BYTES_ENV_VAR} must be a number of bytes, got {override!r}"
+            ) from None
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(0.8 * int(line.split()[1]) * 1024)
+    except OSError:
+        pass
+    return 16 * 2**30
+
+
+def read_hdf5(path: str | os.PathLike, max_bytes: int | None = None) -> OfflineDataset:
     """Read a DSRL-format HDF5 file (ours or one made by DSRL).
+
+    The shapes the file declares are checked against ``max_bytes`` (default
+    :func:`max_dataset_bytes`) before anything is read, so a small file declaring a huge array
+    is an error, not an allocation.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        DatasetError: the file is not readable HDF5 (e.g. truncated), lacks a required key, or
-            holds bad values; the message names the file and the key.
+        DatasetError: the file is not readable HDF5 (truncated, a corrupt chunk), lacks a
+            required key, declares more data than ``max_bytes``, or holds bad values; the
+            message names the file and the key.
     """
     import h5py
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no dataset file at {path}")
+    limit = max_dataset_bytes() if max_bytes is None else max_bytes
     try:
         with h5py.File(path, "r") as file:
             missing = [
@@ -605,13 +670,44 @@ def read_hdf5(path: str | os.PathLike) -> OfflineDataset:
                     raise DatasetError(
                         f"{path}: key {name!r} has dtype {node.dtype}, expected numbers"
                     )
-                arrays[name] = node[()]
+            # Declared shapes first, nothing read yet: equal row counts, then the bytes (the
+            # file's plus their float32 copies) against the limit.
+            rows = {
+                name: file[name].shape[0] if file[name].shape else 0
+                for name in FIELDS
+                if name in file
+            }
+            if len(set(rows.values())) > 1:
+                name = max(rows, key=lambda key: rows[key])
+                raise DatasetError(
+                    f"{path}: key {name!r} declares {rows[name]:,} rows but "
+                    f"'observations' declares {rows['observations']:,} (every field has one "
+                    "row per transition)"
+                )
+            declared = {
+                name: int(np.prod(file[name].shape, dtype=np.float64))
+                * (file[name].dtype.itemsize + 4)
+                for name in FIELDS
+                if name in file
+            }
+            if sum(declared.values()) > limit:
+                name = max(declared, key=lambda key: declared[key])
+                raise DatasetError(
+                    f"{path}: key {name!r} declares shape {file[name].shape} "
+                    f"({sum(declared.values()):,} bytes to read in all), more than the "
+                    f"{limit:,} allowed ({MAX_BYTES_ENV_VAR} raises the limit)"
+                )
+            for name in declared:
+                arrays[name] = file[name][()]
             metadata = {key: _decode_attribute(value) for key, value in file.attrs.items()}
     except DatasetError:
         raise
-    except OSError as error:
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as error:
+        # h5py raises OSError for a truncated file, RuntimeError/ValueError for a corrupt
+        # chunk or filter; any of them means the file cannot be read as it is.
         raise DatasetError(
-            f"{path} is not a readable HDF5 file (truncated or not HDF5?): {error}"
+            f"{path} is not a readable HDF5 file (truncated, corrupt or not HDF5?): "
+            f"{type(error).__name__}: {error}"
         ) from error
     if data_origin(metadata) == UNKNOWN and _DSRL_FILE.fullmatch(path.name):
         metadata = {**metadata, **_dsrl_metadata_for_file(path.name)}

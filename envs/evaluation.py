@@ -71,6 +71,26 @@ class _EpisodeActor:
             self.state = self.record(self.state, float(reward), float(info.get("cost", 0.0)))
 
 
+def _checked(action: Any, space: gym.Space) -> np.ndarray:
+    """The policy's action, which must be finite, clipped to a Box space.
+
+    A NaN action is an error: simulators execute it silently and its episode would be scored
+    (often as perfectly safe, since nothing moves).
+    """
+    values = np.asarray(action, dtype=np.float32)
+    if not np.isfinite(values).all():
+        raise ValueError(f"the policy returned a non-finite action {values!r}")
+    return _clip(values, space)
+
+
+def _finite_outcome(reward: Any, cost: float) -> tuple[float, float]:
+    """A step's reward and cost, which must be finite to be summed into a score."""
+    reward = float(reward)
+    if not (np.isfinite(reward) and np.isfinite(cost)):
+        raise ValueError(f"the environment returned a non-finite reward {reward} or cost {cost}")
+    return reward, cost
+
+
 def _clip(action: Any, space: gym.Space) -> np.ndarray:
     action = np.asarray(action, dtype=np.float32).reshape(space.shape or ())
     if isinstance(space, gym.spaces.Box):
@@ -129,10 +149,13 @@ def evaluate(
         length = 0
         done = False
         while not done:
-            obs, reward, terminated, truncated, info = env.step(_clip(act(obs), env.action_space))
-            act.observe(float(reward), info)
-            episode_return += float(reward)
-            episode_cost += step_cost(env, info)
+            obs, reward, terminated, truncated, info = env.step(
+                _checked(act(obs), env.action_space)
+            )
+            reward, cost = _finite_outcome(reward, step_cost(env, info))
+            act.observe(reward, info)
+            episode_return += reward
+            episode_cost += cost
             length += 1
             done = terminated or truncated
         results["return"].append(episode_return)
@@ -205,13 +228,14 @@ def collect_episodes(
         observations, actions, rewards, costs = [np.asarray(obs, dtype=np.float32)], [], [], []
         done = terminated = False
         while not done:
-            action = _clip(act(obs), env.action_space)
+            action = _checked(act(obs), env.action_space)
             obs, reward, terminated, truncated, info = env.step(action)
-            act.observe(float(reward), info)
+            reward, cost = _finite_outcome(reward, step_cost(env, info))
+            act.observe(reward, info)
             observations.append(np.asarray(obs, dtype=np.float32))
             actions.append(action)
-            rewards.append(float(reward))
-            costs.append(step_cost(env, info))
+            rewards.append(reward)
+            costs.append(cost)
             done = terminated or truncated
         episodes.append(
             {

@@ -34,6 +34,8 @@ def plot_feasibility(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from safe_agents.common.fileio import atomic_path
+
     axis = np.linspace(-1.0, 1.0, resolution, dtype=np.float32)
     xs, ys = np.meshgrid(axis, axis)
     points = np.stack([xs.ravel(), ys.ravel()], axis=1)  # (resolution^2, 2)
@@ -73,9 +75,12 @@ def plot_feasibility(
     ax.set_title(title, fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(figure)
+    try:
+        # matplotlib picks the format from the temporary's suffix: give it the destination's.
+        with atomic_path(path, suffix=path.suffix or ".png") as temporary:
+            figure.savefig(temporary, dpi=120, bbox_inches="tight")
+    finally:
+        plt.close(figure)
     return path
 
 
@@ -88,7 +93,7 @@ def plot_dataset(
     """Scatter each episode's cost against its return, with the cost limit drawn, as a PNG.
 
     Episodes within the cost limit are blue, the others red; the limit is a dashed vertical
-    line. The PNG is written to a temporary file and renamed, so no half-written picture is left.
+    line. The PNG is written atomically (``atomic_path``), so no half-written picture is left.
 
     Args:
         dataset: an :class:`envs.OfflineDataset` with cost labels.
@@ -103,13 +108,12 @@ def plot_dataset(
     Raises:
         DatasetError: the dataset has no cost labels.
     """
-    import os
-    import tempfile
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from safe_agents.common.fileio import atomic_path
 
     returns, costs = dataset.episode_returns(), dataset.episode_costs()
     if cost_limit is None:
@@ -131,18 +135,9 @@ def plot_dataset(
     ax.set_ylabel("episode return")
     ax.grid(alpha=0.3)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
     try:
-        figure.savefig(temp, dpi=120, bbox_inches="tight", format="png")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual mode
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+        with atomic_path(path, suffix=".png") as temporary:
+            figure.savefig(temporary, dpi=120, bbox_inches="tight", format="png")
     finally:
         plt.close(figure)
     return path

@@ -196,8 +196,13 @@ class SafetyFilter(gym.Wrapper):
             )
         if candidates is not None and not callable(candidates):
             raise ValueError("candidates must be None or a callable sampler(obs, n)")
-        if n < 2:
+        if isinstance(n, bool) or not isinstance(n, int) or n < 2:
             raise ValueError(f"n must be >= 2 (the proposed action and an alternative), got {n}")
+        if not np.isfinite(threshold) or not np.isfinite(noise_scale) or noise_scale < 0:
+            raise ValueError(
+                f"threshold must be finite and noise_scale finite and >= 0, got {threshold!r} "
+                f"and {noise_scale!r}"
+            )
         if not isinstance(env.action_space, gym.spaces.Box):
             raise ValueError("SafetyFilter needs a Box action space")
         self.box: gym.spaces.Box = env.action_space
@@ -219,6 +224,11 @@ class SafetyFilter(gym.Wrapper):
         space = self.box
         if self.sampler is not None:
             others = np.asarray(self.sampler(self._obs, self.n - 1), dtype=np.float32)
+            if others.size != (self.n - 1) * proposed.size:
+                raise ValueError(
+                    f"the candidate sampler returned shape {others.shape}; expected "
+                    f"({self.n - 1}, {proposed.size}) for n={self.n}"
+                )
         else:
             spread = self.noise_scale * (space.high - space.low)
             noise = self.rng.normal(size=(self.n - 1, *proposed.shape)) * spread
@@ -230,12 +240,31 @@ class SafetyFilter(gym.Wrapper):
         from safe_agents.common.candidates import select_candidates
 
         space = self.box
-        proposed = np.clip(
-            np.asarray(action, dtype=np.float32).reshape(space.shape), space.low, space.high
-        )
+        action = np.asarray(action, dtype=np.float32)
+        if action.size != int(np.prod(space.shape)) or not np.isfinite(action).all():
+            raise ValueError(
+                f"SafetyFilter got the action {action!r}: it needs a finite action of shape "
+                f"{space.shape}"
+            )
+        proposed = np.clip(action.reshape(space.shape), space.low, space.high)
         candidates = self._candidates(proposed)
-        scores = np.asarray(self.score(self._obs, candidates), dtype=np.float32).reshape(self.n)
-        if scores[0] <= self.threshold:
+        scores = np.asarray(self.score(self._obs, candidates), dtype=np.float32)
+        if scores.size != self.n:
+            raise ValueError(
+                f"score(obs, actions) returned shape {scores.shape} for {self.n} candidates; "
+                f"it must return one score per candidate, shape ({self.n},)"
+            )
+        scores = scores.reshape(self.n)
+        # A candidate of unknown safety (non-finite score or action) is never executed in place
+        # of another: its score counts as +inf, and with no finite score at all it is an error.
+        known = np.isfinite(scores) & np.isfinite(candidates).all(axis=1)
+        if not known.any():
+            raise ValueError(
+                f"every candidate's safety score is non-finite ({scores.tolist()}); the score "
+                "function or the candidates are broken"
+            )
+        scores = np.where(known, scores, np.inf).astype(np.float32)
+        if known[0] and scores[0] <= self.threshold:
             index = 0
         else:
             _, chosen = select_candidates(

@@ -6,6 +6,12 @@ environment and writes one result row, ``<out>/rows/<agent>__<task>__seed<seed>.
 (atomically: a killed run leaves no row). Rerunning a sweep into the same folder skips the runs
 that already have a row, so an interrupted sweep resumes where it stopped.
 
+A folder holds the rows of one set of settings. ``<out>/sweep.json`` records the settings and
+the budget of every (agent, task); a rerun with other settings is refused (its new rows would
+mix with the old ones in one table) unless forced, which discards the rows the new settings
+would not reproduce. Adding agents, tasks or seeds under the same settings resumes. One sweep
+at a time writes a folder (``<out>/.lock``), and the workers of a killed sweep end with it.
+
 Budgets come in profiles. ``quick`` runs every agent's ``"cpu"`` preset (reduced networks,
 thousands of steps); ``full`` its ``"paper"`` preset (the authors' step counts and networks).
 The presets live with each agent's config (``XConfig.presets``, see :data:`PROFILE_PRESETS`); a
@@ -31,15 +37,21 @@ built locally. The report shows the data of every task beside its row.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import json
+import logging
 import multiprocessing
 import os
+import socket
 import subprocess
+import sys
+import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterable, Sequence
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,8 +60,23 @@ import numpy as np
 
 from safe_agents.common import registry
 from safe_agents.common.config import CPU, PAPER
+from safe_agents.common.fileio import atomic_path, atomic_write
+
+logger = logging.getLogger(__name__)
 
 EVAL_SEED = 1000
+
+# How often a pool worker checks that the sweep's process still lives, and how long a
+# ``HOST:PORT`` may take to accept a connection before the sweep gives up on it (Ray itself
+# retries a dead address for minutes).
+PARENT_POLL_SECONDS = 0.5
+RAY_CONNECT_SECONDS = 5.0
+
+
+class SweepError(ValueError):
+    """A sweep that cannot start as asked (a folder in use or swept with other settings, an
+    unreachable Ray cluster): the command line prints it as one line."""
+
 
 # A profile names the agents' preset it runs (``XConfig.presets``, the one place sizes live):
 # quick runs the cpu presets (reduced networks, thousands of steps), full the papers' defaults.
@@ -177,10 +204,7 @@ def _git_revision() -> str | None:
 
 
 def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(payload, indent=1))
-    os.replace(partial, path)
+    atomic_write(path, json.dumps(payload, indent=1))
 
 
 _PER_EPISODE = ("return", "cost", "length", "normalized_return", "normalized_cost")
@@ -259,11 +283,7 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
 def _record(out: Path, run: Run, row: dict[str, Any], agent_bytes: bytes | None) -> dict[str, Any]:
     """Write the agent, then the row (the row last: its presence marks the run finished)."""
     if agent_bytes is not None:
-        path = out / "agents" / f"{run.key}.zip"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_bytes(agent_bytes)
-        os.replace(partial, path)
+        atomic_write(out / "agents" / f"{run.key}.zip", agent_bytes)
     row = {**row, "git_revision": _git_revision()}
     _write_json_atomically(out / "rows" / f"{run.key}.json", row)
     return row
@@ -275,6 +295,7 @@ def finished(out_dir: str | Path) -> set[str]:
 
 
 OnRow = Callable[[Run, dict[str, Any] | None, BaseException | None], None]
+OnStart = Callable[[Sequence[Run]], None]
 
 
 def run_sweep(
@@ -284,32 +305,66 @@ def run_sweep(
     workers: int = 2,
     on_row: OnRow | None = None,
     ray_address: str | None = None,
+    force: bool = False,
+    on_start: OnStart | None = None,
 ) -> list[dict[str, Any]]:
     """Execute the runs that have no row yet, ``workers`` at a time, and return all rows.
 
     Args:
         runs: the sweep (:func:`plan_runs`).
         settings: what the runs share.
-        out_dir: the sweep folder; runs with a row there are skipped (resume).
+        out_dir: the sweep folder; runs with a row there are skipped (resume). Its
+            ``sweep.json`` records the settings and budgets its rows were made with.
         workers: parallel runs. ``1`` runs in this process (easiest to debug); more use a pool
-            of spawned processes. With Ray, the CPUs of the local instance it starts.
+            of spawned processes, which end when this process ends. With Ray, the CPUs of the
+            local instance it starts.
         on_row: called as ``on_row(run, row, None)`` when a run finishes, or
             ``on_row(run, None, error)`` when it fails. A failed run has no row, so the next
             call retries it; the other runs go on.
         ray_address: run each (agent, task, seed) as a Ray task instead: ``"local"`` starts a
-            Ray instance on this machine, ``"HOST:PORT"`` (or ``"auto"``) joins a running
-            cluster, whose nodes need this package and the datasets installed. Rows and agents
-            travel back to this process, which writes them.
+            Ray instance of its own on this machine (whatever other instance runs),
+            ``"HOST:PORT"`` (or ``"auto"``) joins a running cluster, whose nodes need this
+            package and the datasets installed. Rows and agents travel back to this process,
+            which writes them.
+        force: when the folder was swept with other settings, discard the rows these settings
+            would not reproduce (all of them when a shared setting changed, those of the
+            (agent, task) pairs whose budget changed otherwise) and run the sweep, instead of
+            refusing.
+        on_start: called with the runs left to do once the folder is locked and checked, before
+            the first run starts.
+
+    Raises:
+        SweepError: another sweep is writing the folder; the folder was swept with other
+            settings (without ``force``); the Ray address does not answer.
     """
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
+    if ray_address is not None:
+        _check_ray_address(ray_address)  # before the folder changes: --force discards rows
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write_json_atomically(
-        out / "sweep.json", {"settings": asdict(settings), "runs": [asdict(r) for r in runs]}
-    )
-    done = finished(out)
-    todo = [run for run in runs if run.key not in done]
+    with _folder_lock(out):
+        _remove_leftovers(out)
+        budgets = {_pair(run.agent, run.task): _budget_record(run, settings) for run in runs}
+        record = _prepare_folder(out, runs, settings, budgets, force)
+        _write_json_atomically(out / "sweep.json", record)
+        done = finished(out)
+        todo = [run for run in runs if run.key not in done]
+        if on_start is not None:
+            on_start(todo)
+        _execute_all(todo, settings, out, workers, on_row, ray_address)
+    wanted = {run.key for run in runs}
+    return [row for row in load_rows(out) if row_key(row) in wanted]
+
+
+def _execute_all(
+    todo: Sequence[Run],
+    settings: SweepSettings,
+    out: Path,
+    workers: int,
+    on_row: OnRow | None,
+    ray_address: str | None,
+) -> None:
     report = on_row or (lambda run, row, error: None)
 
     def finish(run: Run, result: Callable[[], tuple[dict[str, Any], bytes | None]]) -> None:
@@ -325,14 +380,256 @@ def run_sweep(
     elif workers == 1:
         for run in todo:
             finish(run, functools.partial(execute, run, settings))
-    else:
+    elif todo:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            futures = {pool.submit(execute, run, settings): run for run in todo}
-            for future in concurrent.futures.as_completed(futures):
-                finish(futures[future], future.result)
-    wanted = {run.key for run in runs}
-    return [row for row in load_rows(out) if row_key(row) in wanted]
+        with concurrent.futures.ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
+        ) as pool:
+            try:
+                futures = {pool.submit(execute, run, settings): run for run in todo}
+                for future in concurrent.futures.as_completed(futures):
+                    finish(futures[future], future.result)
+            except BaseException:
+                _stop_pool(pool)
+                raise
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Pool initializer: end this worker as soon as the sweep's process is gone.
+
+    A killed sweep (SIGKILL, SIGTERM, a closed terminal) cannot stop its pool, and a worker
+    computing a run would go on for many minutes with no one left to record its result. Its
+    parent's id changes when the parent dies (the worker is re-parented), so a daemon thread
+    polls it and exits the worker then.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()
+
+
+def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """End an interrupted sweep's workers now (Ctrl-C, an error in ``on_row``): leaving the
+    pool would wait for every queued run to finish first."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path) -> Iterator[None]:
+    """Hold ``<out>/.lock`` for the sweep: a second sweep into the folder would run every run
+    again and race the first one's writes. The lock dies with the process that holds it, so a
+    killed sweep never leaves the folder locked. (No lock on Windows, which lacks flock.)"""
+    if sys.platform == "win32":  # pragma: no cover - the sweeps run on Linux and macOS
+        yield
+        return
+    import fcntl
+
+    with open(out / ".lock", "a") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SweepError(
+                f"another sweep is writing {out}; wait for it to end or choose another folder"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Remove the temporaries of writers killed part way (none writes now: the folder is
+    locked), and those of the fixed names earlier versions used."""
+    for folder in (out / "rows", out / "agents"):
+        for pattern in (".*.tmp", ".*.partial"):
+            for path in folder.glob(pattern):
+                path.unlink(missing_ok=True)
+
+
+# The settings every row of a folder shares. ``configs`` is compared through the budgets it
+# gives (where the files live changes no run), and ``save_agents`` changes no row.
+SHARED_SETTINGS = ("profile", "episodes", "eval_seed", "overrides", "n_safe_demos", "data_origin")
+
+
+def _pair(agent: str, task: str) -> str:
+    return f"{agent}/{task}"
+
+
+def _pair_of_key(key: str) -> str:
+    """The ``agent/task`` of a row key ``<agent>__<task>__seed<seed>``."""
+    agent, _, rest = key.partition("__")
+    return _pair(agent, rest.rsplit("__seed", 1)[0])
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from JSON (tuples become lists), to compare with a record."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _budget_record(run: Run, settings: SweepSettings) -> dict[str, Any]:
+    n_steps, hyperparameters = budget(run.agent, run.task, settings)
+    return _as_json({"n_steps": n_steps, "hyperparameters": hyperparameters})
+
+
+@dataclass
+class _FolderRecord:
+    """What ``sweep.json`` says a folder's rows were made with."""
+
+    settings: SweepSettings
+    budgets: dict[str, dict[str, Any]]  # {"agent/task": {"n_steps": ..., "hyperparameters": ...}}
+    runs: list[Run]
+
+    @classmethod
+    def read(cls, path: Path) -> _FolderRecord:
+        """Parse a record; a setting added since it was written ran with its default then.
+
+        Raises:
+            ValueError: not a record (also for JSON, key and type errors).
+        """
+        try:
+            document = json.loads(path.read_text())
+            settings = asdict(SweepSettings())
+            settings.update({k: v for k, v in document["settings"].items() if k in settings})
+            return cls(
+                SweepSettings(**settings),
+                {str(pair): dict(budget) for pair, budget in document.get("budgets", {}).items()},
+                [Run(**run) for run in document.get("runs", [])],
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as error:
+            raise ValueError(f"{path.name} is unreadable ({error})") from error
+
+
+def _prepare_folder(
+    out: Path,
+    runs: Sequence[Run],
+    settings: SweepSettings,
+    budgets: dict[str, dict[str, Any]],
+    force: bool,
+) -> dict[str, Any]:
+    """Check the folder's rows against the new settings; return the record to write.
+
+    Rows the new settings would not reproduce are refused (``SweepError``) or, with ``force``,
+    discarded before the new record is written: a sweep killed in between leaves the old
+    record over fewer rows, never the new record over old rows.
+    """
+    done = finished(out)
+    record, stale, reasons = _stale_rows(out, settings, budgets, done)
+    if stale and not force:
+        raise SweepError(
+            f"{out} was swept with other settings ({'; '.join(reasons)}): its {len(stale)} "
+            "row(s) would mix with new ones. Rerun with its settings, sweep into another "
+            "folder, or force it (--force) to discard those rows"
+        )
+    if stale:
+        logger.warning(
+            "discarding %d row(s) of %s made with other settings (%s)",
+            len(stale),
+            out,
+            "; ".join(reasons),
+        )
+        for key in sorted(stale):
+            (out / "agents" / f"{key}.zip").unlink(missing_ok=True)
+            (out / "rows" / f"{key}.json").unlink(missing_ok=True)
+        # A report of discarded rows would mislead; the next one is rendered from the rows.
+        for path in (out / "report.md", out / "report.csv", *(out / "plots").glob("*.png")):
+            path.unlink(missing_ok=True)
+    # The record keeps describing the rows that stay (those of runs not planned now).
+    kept = record if record is not None and len(stale) < len(done) else None
+    planned = {run.key for run in runs}
+    old_runs = [run for run in kept.runs if run.key not in planned] if kept else []
+    return {
+        "settings": asdict(settings),
+        "budgets": {**(kept.budgets if kept else {}), **budgets},
+        "runs": [asdict(run) for run in [*old_runs, *runs]],
+    }
+
+
+def _stale_rows(
+    out: Path, settings: SweepSettings, budgets: dict[str, dict[str, Any]], done: set[str]
+) -> tuple[_FolderRecord | None, set[str], list[str]]:
+    """``(record, stale, reasons)``: the folder's record (``None`` when it has none), the keys
+    of its rows the new settings would not reproduce, and why, one phrase per difference."""
+    path = out / "sweep.json"
+    if not path.is_file():
+        reason = "it has rows but no sweep.json recording their settings"
+        return None, set(done), [reason] if done else []
+    try:
+        record = _FolderRecord.read(path)
+    except ValueError as error:
+        return None, set(done), [f"its {error}"] if done else []
+    there, now = _as_json(asdict(record.settings)), _as_json(asdict(settings))
+    reasons = [
+        f"{name} {there[name]!r} there, {now[name]!r} now"
+        for name in SHARED_SETTINGS
+        if there[name] != now[name]
+    ]
+    if reasons:
+        return record, set(done), reasons
+    stale: set[str] = set()
+    for pair, wanted in budgets.items():
+        keys = {key for key in done if _pair_of_key(key) == pair}
+        if not keys:
+            continue
+        agent, task = pair.split("/", 1)
+        # Records of older versions hold no budgets: those their settings give.
+        had = record.budgets.get(pair) or _budget_record(Run(agent, task, 0), record.settings)
+        if had != wanted:
+            stale |= keys
+            reasons.append(f"the budget of {agent} on {task}: {_budget_change(had, wanted)}")
+    return record, stale, reasons
+
+
+def _budget_change(had: dict[str, Any], wanted: dict[str, Any]) -> str:
+    """``n_steps 1500 -> 100, batch_size 256 -> 128``: what changed between two budgets."""
+    before, after = (
+        {"n_steps": budget.get("n_steps"), **budget.get("hyperparameters", {})}
+        for budget in (had, wanted)
+    )
+    return ", ".join(
+        f"{key} {before.get(key, 'default')} -> {after.get(key, 'default')}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key) != after.get(key)
+    )
+
+
+def _check_ray_address(address: str) -> None:
+    """Fail in seconds when a cluster address does not answer: Ray would retry for minutes.
+
+    ``local`` starts an instance and has nothing to check; ``auto`` is checked when Ray can
+    name the address it means (``RAY_ADDRESS`` or the last cluster started on this machine).
+    """
+    if address == "local":
+        return
+    target = address
+    if address == "auto":
+        try:
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # noqa: BLE001 - a private helper: ray.init reports what it finds
+            return
+    parsed = urllib.parse.urlsplit(target if "://" in target else f"//{target}")
+    try:
+        host, port = parsed.hostname, parsed.port
+    except ValueError:
+        host, port = None, None
+    if not host or port is None:
+        raise SweepError(f"--ray expects local, auto or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host, port), timeout=RAY_CONNECT_SECONDS):
+            pass
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise SweepError(
+            f"no Ray cluster answers at {target} ({reason}); start one (ray start --head) "
+            "or give the address of a running one"
+        ) from None
 
 
 def _run_on_ray(
@@ -350,7 +647,11 @@ def _run_on_ray(
     started_here = not ray.is_initialized()
     if started_here:
         if address == "local":
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+            # address="local" always starts an instance; without it, ray.init joins whatever
+            # RAY_ADDRESS or a stale /tmp/ray/ray_current_cluster names, and refuses num_cpus.
+            ray.init(
+                address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False
+            )
         else:
             ray.init(address=address, log_to_driver=False)
     try:
@@ -582,10 +883,11 @@ def plot_tasks(rows: Sequence[dict[str, Any]], folder: str | Path) -> list[Path]
         axes.legend(fontsize=7)
         figure.tight_layout()
         path = folder / f"{task}.png"
-        partial = path.with_name(f".{path.name}.partial.png")
-        figure.savefig(partial, dpi=110)
-        plt.close(figure)
-        os.replace(partial, path)
+        try:
+            with atomic_path(path, suffix=".png") as temporary:
+                figure.savefig(temporary, dpi=110)
+        finally:
+            plt.close(figure)
         paths.append(path)
     return paths
 
@@ -599,9 +901,7 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     markdown = markdown_table(rows) + "\n\n" + data_notes(rows)
     paths = {"markdown": out / "report.md", "csv": out / "report.csv"}
     for key, text in (("markdown", markdown + "\n"), ("csv", csv_table(rows))):
-        partial = paths[key].with_name(f".{paths[key].name}.partial")
-        partial.write_text(text)
-        os.replace(partial, paths[key])
+        atomic_write(paths[key], text)
     plot_tasks(rows, out / "plots")
     paths["plots"] = out / "plots"
     return paths

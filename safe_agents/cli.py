@@ -309,8 +309,11 @@ def cmd_bench(args: argparse.Namespace) -> None:
     """Train and evaluate agents x tasks x seeds in worker processes; print the papers' table.
 
     One JSON row per run lands in OUT/rows/ (the trained agent in OUT/agents/); a rerun into the
-    same folder skips the finished runs. The report (OUT/report.md, report.csv, plots/) is
-    rendered at the end, and again any time by `safe-agents report OUT`.
+    same folder skips the finished runs. A rerun with other settings (steps, episodes, profile,
+    data origin, budgets) is refused, as its rows would mix with the old ones in one table;
+    --force discards the old rows those settings would not reproduce, then runs the sweep. One
+    sweep at a time writes a folder. The report (OUT/report.md, report.csv, plots/) is rendered
+    at the end, and again any time by `safe-agents report OUT`.
     """
     from safe_agents import bench, list_agents
 
@@ -329,18 +332,23 @@ def cmd_bench(args: argparse.Namespace) -> None:
         data_origin=args.data_origin,
     )
     out = Path(args.out or f"bench/{args.profile}")
-    todo = [run for run in runs if run.key not in bench.finished(out)]
-    print(
-        f"{len(runs)} runs ({len(runs) - len(todo)} already finished in {out}), "
-        f"{args.workers} worker(s){' on Ray ' + args.ray if args.ray else ''}, "
-        f"profile {settings.profile}, {settings.episodes} episodes"
-    )
     failures: list[str] = []
     reported = [0]
+    planned = [0]
+
+    def on_start(todo: Sequence[Any]) -> None:
+        # Printed once the folder is locked and its settings checked: the count is then true.
+        planned[0] = len(todo)
+        print(
+            f"{len(runs)} runs ({len(runs) - len(todo)} already finished in {out}), "
+            f"{args.workers} worker(s){' on Ray ' + args.ray if args.ray else ''}, "
+            f"profile {settings.profile}, {settings.episodes} episodes",
+            flush=True,
+        )
 
     def on_row(run: Any, row: dict[str, Any] | None, error: BaseException | None) -> None:
         reported[0] += 1
-        progress = f"[{reported[0]}/{len(todo)}]"
+        progress = f"[{reported[0]}/{planned[0]}]"
         if error is not None:
             failures.append(f"{run.key}: {type(error).__name__}: {error}")
             print(f"  {progress} FAILED {run.key}: {type(error).__name__}: {error}", flush=True)
@@ -355,7 +363,14 @@ def cmd_bench(args: argparse.Namespace) -> None:
         )
 
     rows = bench.run_sweep(
-        runs, settings, out, workers=args.workers, on_row=on_row, ray_address=args.ray
+        runs,
+        settings,
+        out,
+        workers=args.workers,
+        on_row=on_row,
+        ray_address=args.ray,
+        force=args.force,
+        on_start=on_start,
     )
     if rows:
         paths = bench.write_report(out)
@@ -539,7 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--ray",
         metavar="ADDRESS",
-        help="run on Ray: local (a Ray instance on this machine) or HOST:PORT of a cluster",
+        help="run on Ray: local (a Ray instance of its own on this machine) or HOST:PORT of a "
+        "running cluster (checked first: a dead address fails in seconds)",
     )
     bench.add_argument(
         "--episodes", type=int, help="evaluation episodes per run (default 10 quick, 20 full)"
@@ -551,6 +567,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", help="sweep folder (default bench/<profile>)")
     _add_data_origin(bench)
     bench.add_argument("--no-save-agents", action="store_true", help="do not keep the agents")
+    bench.add_argument(
+        "--force",
+        action="store_true",
+        help="sweep into a folder swept with other settings: discard its rows that these "
+        "settings would not reproduce (all of them when steps, episodes, profile or data "
+        "origin changed) before running",
+    )
     bench.set_defaults(handler=cmd_bench)
 
     report = commands.add_parser(

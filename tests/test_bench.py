@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -20,10 +28,19 @@ def stable(rows: list[dict]) -> list[dict]:
     return [{key: value for key, value in row.items() if key not in VOLATILE} for row in rows]
 
 
-def test_process_pool_and_ray_give_the_same_rows(tmp_path):
+def closed_port() -> int:
+    """A local TCP port nothing listens on (bound, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_process_pool_and_ray_give_the_same_rows(tmp_path, monkeypatch):
     runs = bench.plan_runs(["bc_all", "bc-safe"], [TOY], [0])
     assert [run.agent for run in runs] == ["bc_all", "bc_safe"]
     pooled = bench.run_sweep(runs, TINY, tmp_path / "pool", workers=2)
+    # --ray local starts its own instance even where the environment names a (dead) cluster.
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{closed_port()}")
     on_ray = bench.run_sweep(runs, TINY, tmp_path / "ray", workers=2, ray_address="local")
     assert len(pooled) == 2
     assert stable(pooled) == stable(on_ray)
@@ -63,7 +80,7 @@ def test_a_failed_run_is_reported_and_leaves_no_row(tmp_path):
         on_row=lambda run, row, error: outcomes.append((row, error)),
     )
     assert rows == [] and outcomes[0][0] is None
-    assert "n_steps must be >= 1" in str(outcomes[0][1])
+    assert "n_steps must be" in str(outcomes[0][1]) and ">= 1" in str(outcomes[0][1])
     assert not list((tmp_path / "rows").glob("*.json"))
 
 
@@ -197,6 +214,14 @@ def test_bench_and_report_commands(tmp_path, capsys):
     assert "1 runs (1 already finished" in capsys.readouterr().out
     assert main(["report", str(out)]) == 0
     assert (out / "report.csv").is_file() and (out / "plots" / f"{TOY}.png").is_file()
+    # Other settings into the same folder: refused in one line, unless forced.
+    assert main([*argv[:-4], "--steps", "21", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("safe-agents bench: error: ") and len(err.strip().splitlines()) == 1
+    assert "other settings (overrides {'n_steps': 20} there, {'n_steps': 21} now)" in err
+    assert main([*argv[:-4], "--steps", "21", "--out", str(out), "--force"]) == 0
+    assert "1 runs (0 already finished" in capsys.readouterr().out
+    assert json.loads((out / "rows" / f"bc_safe__{TOY}__seed0.json").read_text())["n_steps"] == 21
     assert main(["bench", "--algos", "nope", "--tasks", TOY]) == 2
     assert "unknown agent 'nope'" in capsys.readouterr().err
     assert main(["report", str(tmp_path / "missing")]) == 2
@@ -231,3 +256,167 @@ def test_a_shortened_sweep_keeps_drcorls_pretraining_share():
     assert steps == 30 and hyperparameters["pretrain_steps"] == 20
     full = bench.SweepSettings(profile="full", overrides={"n_steps": 11})
     assert bench.budget("drcorl", TOY, full)[1]["pretrain_steps"] == 10
+
+
+def test_a_folder_swept_with_other_settings_is_refused_unless_forced(tmp_path):
+    runs = bench.plan_runs(["bc_all"], [TOY], [0])
+    (row,) = bench.run_sweep(runs, TINY, tmp_path, workers=1)
+    kept = (tmp_path / "rows" / f"{runs[0].key}.json").read_text()
+    record = json.loads((tmp_path / "sweep.json").read_text())
+    assert record["budgets"][f"bc_all/{TOY}"]["n_steps"] == 30
+
+    other = bench.SweepSettings(episodes=1, overrides={"n_steps": 40})
+    with pytest.raises(bench.SweepError) as refused:
+        bench.run_sweep(runs, other, tmp_path, workers=1)
+    message = str(refused.value)
+    assert "episodes 2 there, 1 now" in message and "overrides {'n_steps': 30} there" in message
+    assert "its 1 row(s) would mix with new ones" in message and "--force" in message
+    assert (tmp_path / "rows" / f"{runs[0].key}.json").read_text() == kept
+    assert json.loads((tmp_path / "sweep.json").read_text()) == record
+
+    # A changed budget file is a changed setting of its (agent, task) only.
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "bc_all.toml").write_text("[quick.hyperparameters]\nbatch_size = 7\n")
+    retuned = dataclasses.replace(TINY, configs=str(tmp_path / "configs"))
+    changed = f"the budget of bc_all on {TOY}: batch_size .* -> 7"
+    with pytest.raises(bench.SweepError, match=changed):
+        bench.run_sweep(runs, retuned, tmp_path, workers=1)
+
+    # Forced: the old row goes, the run is made again with the new settings.
+    executed = []
+    (forced,) = bench.run_sweep(
+        runs, other, tmp_path, workers=1, force=True, on_start=executed.extend
+    )
+    assert executed == runs and forced["n_steps"] == 40 and len(forced["episodes"]["return"]) == 1
+    assert json.loads((tmp_path / "sweep.json").read_text())["settings"]["episodes"] == 1
+
+    # More seeds under the same settings resume; whether agents are kept changes no row.
+    record_path = tmp_path / "sweep.json"
+    legacy = json.loads(record_path.read_text())
+    del legacy["budgets"], legacy["settings"]["data_origin"]  # as written by older versions
+    record_path.write_text(json.dumps(legacy))
+    more = bench.plan_runs(["bc_all"], [TOY], [0, 1])
+    executed.clear()
+    rows = bench.run_sweep(
+        more,
+        dataclasses.replace(other, save_agents=False),
+        tmp_path,
+        workers=1,
+        on_start=executed.extend,
+    )
+    assert executed == [more[1]] and [row["seed"] for row in rows] == [0, 1]
+    assert stable(rows[:1]) == stable([forced])
+
+
+def test_one_sweep_at_a_time_writes_a_folder(tmp_path):
+    runs = bench.plan_runs(["bc_all"], [TOY], [0])
+    leftover = tmp_path / "rows" / f".{runs[0].key}.json.x1y2.tmp"  # of a killed writer
+    leftover.parent.mkdir()
+    leftover.write_text("{")
+    with bench._folder_lock(tmp_path):
+        with pytest.raises(bench.SweepError, match=f"another sweep is writing {tmp_path}"):
+            bench.run_sweep(runs, TINY, tmp_path, workers=1)
+        assert leftover.exists() and not (tmp_path / "sweep.json").exists()
+    assert bench.run_sweep([], TINY, tmp_path, workers=1) == []
+    assert not leftover.exists()
+
+
+def test_a_dead_ray_address_fails_in_seconds(tmp_path, capsys):
+    runs = bench.plan_runs(["bc_all"], [TOY], [0])
+    address = f"127.0.0.1:{closed_port()}"
+    start = time.monotonic()
+    with pytest.raises(bench.SweepError, match=f"no Ray cluster answers at {address}"):
+        bench.run_sweep(runs, TINY, tmp_path / "out", ray_address=address)
+    assert time.monotonic() - start < 30 and not (tmp_path / "out").exists()
+    with pytest.raises(bench.SweepError, match="expects local, auto or HOST:PORT"):
+        bench.run_sweep(runs, TINY, tmp_path / "out", ray_address="head-node")
+    argv = ["bench", "--algos", "bc_all", "--tasks", TOY, "--ray", address]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+    assert "error: no Ray cluster answers" in capsys.readouterr().err
+
+
+def pool_workers(parent: int) -> list[int]:
+    """The spawned pool workers of process ``parent`` (psutil where installed, else /proc)."""
+    try:
+        import psutil
+    except ImportError:
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+                cmdline = (stat.parent / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(fields[1]) == parent and b"spawn_main" in cmdline:
+                found.append(int(stat.parent.name))
+        return found
+    try:
+        children = psutil.Process(parent).children()
+    except psutil.NoSuchProcess:
+        return []
+    found = []
+    for child in children:
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child.pid)
+        except psutil.Error:
+            continue
+    return found
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process; 0 once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie, dead and not yet reaped, does not)."""
+    try:
+        import psutil
+    except ImportError:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state not in ("Z", "X")
+    try:
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
+    """SIGKILL leaves the main process no chance to stop its pool: the workers must notice."""
+    argv = [sys.executable, "-m", "safe_agents.cli", "bench", "--algos", "bc_all"]
+    argv += ["--tasks", TOY, "--seeds", "4", "--steps", "1000000", "--episodes", "1"]
+    argv += ["--workers", "2", "--no-save-agents", "--out", str(tmp_path / "sweep")]
+    sweep = subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 180
+        # Kill once both workers compute (imports done, training under way).
+        while not (len(workers) == 2 and min(map(cpu_seconds, workers)) > 8):
+            assert time.monotonic() < deadline, f"workers {workers} never got to work"
+            assert sweep.poll() is None, "the sweep ended before its workers started"
+            time.sleep(0.5)
+            workers = pool_workers(sweep.pid) or workers
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait(timeout=30)
+        deadline = time.monotonic() + 20
+        while any(map(alive, workers)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(map(alive, workers)), "the killed sweep's workers still run"
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)

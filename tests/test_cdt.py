@@ -111,11 +111,11 @@ def test_config_validation_names_the_problem():
         CDTConfig(betas=(0.9, 1.0))
     with pytest.raises(ValueError, match="target_cost must be >= 0"):
         CDTConfig(target_cost=-1.0)
-    with pytest.raises(ValueError, match="stochastic must be one of"):
+    with pytest.raises(ValueError, match="stochastic must be true or false"):
         CDTConfig(stochastic="yes")
     with pytest.raises(ValueError, match="seq_len must be > 0"):
         CDTConfig(seq_len=0)
-    with pytest.raises(ValueError, match="target_return must be a finite number"):
+    with pytest.raises(ValueError, match="target_return must be finite"):
         CDTConfig(target_return=float("inf"))
     defaults = CDTConfig()
     assert (defaults.embedding_dim, defaults.num_layers, defaults.num_heads) == (128, 3, 8)

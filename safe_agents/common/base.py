@@ -32,6 +32,7 @@ from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
 from safe_agents.common.config import CPU, PAPER, AgentConfig
 from safe_agents.common.data import (
+    MAX_ABS_VALUE,
     TransitionSampler,
     check_training_data,
     coerce_dataset,
@@ -212,9 +213,15 @@ class BaseAgent:
     ) -> BaseAgent:
         if resume_from is not None:
             self._restore(serialization.read_agent_file(resume_from), resume_from)
-        total = int(n_steps if n_steps is not None else self.config.n_steps)
-        if total < 1:
-            raise ValueError(f"n_steps must be >= 1, got {total}")
+        total = n_steps if n_steps is not None else self.config.n_steps
+        if isinstance(total, bool) or not isinstance(total, int | np.integer) or total < 1:
+            raise ValueError(f"n_steps must be an integer >= 1, got {total!r}")
+        total = int(total)
+        if resume_from is not None and self.num_steps > total:
+            raise ValueError(
+                f"{resume_from} is at step {self.num_steps}, past n_steps={total}: nothing to "
+                "train (load it with load() to use it as it is)"
+            )
         if log_interval < 1:
             raise ValueError(f"log_interval must be >= 1, got {log_interval}")
         # The planned length of this run, for algorithms with schedules over training.
@@ -230,7 +237,7 @@ class BaseAgent:
         self.sampler = TransitionSampler(dataset, self.device, self.train_generator)
         self._setup_training(dataset)
         if log_dir is not None:
-            self.logger = Logger(log_dir)
+            self.logger = Logger(log_dir, resume_step=self.num_steps)
         given = as_callback(callback)
         callbacks: list[BaseCallback] = [given] if given is not None else []
         if progress_bar:
@@ -293,6 +300,13 @@ class BaseAgent:
                 self.obs_scaler(tensor), state, episode_start, deterministic
             )
             raw = self.action_scaler.denormalize(scaled.clamp(-1.0, 1.0)).cpu().numpy()
+        bad = np.flatnonzero(~np.isfinite(raw).all(axis=1))
+        if bad.size:  # clamp and clip keep NaN: never hand one to a simulator or a shield
+            raise ValueError(
+                f"the policy produced a non-finite action for observation {bad[0]} "
+                f"(largest |value| {np.abs(obs[bad[0]]).max():.3g}; far outside the training "
+                "data, or diverged weights)"
+            )
         actions = np.clip(raw, self.action_space.low, self.action_space.high).astype(np.float32)
         return (actions[0].reshape(self.action_space.shape) if single else actions), state
 
@@ -417,7 +431,10 @@ class BaseAgent:
                 ) from error
         training = contents.training
         try:
-            self.num_steps = int(training["num_steps"])
+            steps = training["num_steps"]
+            if not isinstance(steps, torch.Tensor | int) or int(steps) < 0:
+                raise ValueError(f"num_steps must be an integer >= 0, got {steps!r}")
+            self.num_steps = int(steps)
             self.train_generator.set_state(training["train_generator"])
             self.act_generator.set_state(training["act_generator"])
             torch.set_rng_state(training["torch_rng_state"])
@@ -425,13 +442,17 @@ class BaseAgent:
                 raise KeyError(f"optimizers {sorted(training['optimizers'])}")
             for name, optimizer in self.optimizers.items():
                 optimizer.load_state_dict(training["optimizers"][name])
-        except (KeyError, ValueError, RuntimeError, TypeError) as error:
+                _check_optimizer_state(name, optimizer)
+        except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
             raise serialization.AgentLoadError(
                 f"{path}: invalid training state: {error}"
             ) from error
 
     def _check_observation(self, observation: Any) -> tuple[np.ndarray, bool]:
-        obs = np.asarray(observation, dtype=np.float32)
+        try:
+            obs = np.asarray(observation, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"observation must be numeric: {error}") from None
         shape = tuple(self.observation_space.shape)
         if obs.shape == shape:
             obs, single = obs.reshape(1, self.obs_dim), True
@@ -441,13 +462,37 @@ class BaseAgent:
             raise ValueError(
                 f"observation has shape {obs.shape}; expected {shape} or (batch, *{shape})"
             )
+        if not len(obs):
+            raise ValueError("observation batch is empty")
         bad = np.flatnonzero(~np.isfinite(obs).all(axis=1))
         if bad.size:
             raise ValueError(f"observation has non-finite values (row {bad[0]})")
+        huge = np.flatnonzero((np.abs(obs) > MAX_ABS_VALUE).any(axis=1))
+        if huge.size:  # the networks' float32 arithmetic overflows on such inputs
+            raise ValueError(
+                f"observation has a value of magnitude {np.abs(obs[huge[0]]).max():.3g} "
+                f"(row {huge[0]}), beyond {MAX_ABS_VALUE:g}"
+            )
         return obs, single
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
+
+
+def _check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
+    """Every per-parameter state tensor (Adam's moments) must have its parameter's shape:
+    ``load_state_dict`` does not check, and the first step would fail far from the cause."""
+    for group in optimizer.param_groups:
+        for parameter in group["params"]:
+            for key, value in optimizer.state.get(parameter, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0:
+                    if value.shape != parameter.shape:
+                        raise ValueError(
+                            f"optimizer {name!r}: state {key!r} has shape {tuple(value.shape)} "
+                            f"for a parameter of shape {tuple(parameter.shape)}"
+                        )
+                    if not bool(torch.isfinite(value).all()):
+                        raise ValueError(f"optimizer {name!r}: state {key!r} is not finite")
 
 
 def _default_threads(preset: str) -> int | None:

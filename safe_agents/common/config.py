@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -71,16 +73,17 @@ class AgentConfig:
     cost_limit: float | None = None
 
     def __post_init__(self) -> None:
+        # Every field is checked against its declared type first (the Python API, the CLI's
+        # --set and a loaded config.json all end here), so the checks below see real numbers.
+        hints = _field_types(type(self))
+        for field in dataclasses.fields(self):
+            if field.name in hints:
+                value = _coerce(field.name, getattr(self, field.name), hints[field.name])
+                setattr(self, field.name, value)
         check_positive("n_steps", self.n_steps)
         check_positive("batch_size", self.batch_size)
         if self.cost_limit is not None:
-            if not math.isfinite(self.cost_limit):
-                raise ValueError(f"cost_limit must be finite, got {self.cost_limit!r}")
             check_positive("cost_limit", self.cost_limit, allow_zero=True)
-        for field in dataclasses.fields(self):
-            value = getattr(self, field.name)
-            if isinstance(value, list):  # JSON gives lists back for tuple fields
-                setattr(self, field.name, tuple(value))
 
     @classmethod
     def from_kwargs(cls, preset: str = PAPER, **hyperparameters: Any) -> AgentConfig:
@@ -104,6 +107,60 @@ class AgentConfig:
         return {
             field.name: _jsonable(getattr(self, field.name)) for field in dataclasses.fields(self)
         }
+
+
+_FIELD_TYPES: dict[type, dict[str, Any]] = {}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    """The resolved type of each field of a config class (annotations are strings here)."""
+    if cls not in _FIELD_TYPES:
+        _FIELD_TYPES[cls] = typing.get_type_hints(cls)
+    return _FIELD_TYPES[cls]
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """``value`` as the declared type ``hint``, or a ValueError naming the field.
+
+    Integral floats become ints (``--set n_steps=1e5``), ints become floats, JSON lists become
+    tuples; floats must be finite. Types this does not know are left to the config's own checks.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [arg for arg in args if arg is not type(None)]  # X | None
+        return _coerce(name, value, inner)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"{name} must be finite, got {value!r}")
+            return float(value)
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ValueError(f"{name} must be a string, got {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"{name} must be a list, got {value!r}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value))
+        if len(value) != len(args):
+            raise ValueError(f"{name} must have {len(args)} entries, got {value!r}")
+        pairs = enumerate(zip(value, args, strict=True))
+        return tuple(_coerce(f"{name}[{i}]", item, arg) for i, (item, arg) in pairs)
+    return value
 
 
 def _jsonable(value: Any) -> Any:

@@ -18,6 +18,10 @@ import torch
 
 from safe_agents.common.lagrangian import cost_limit_in_q_units
 
+#: The largest magnitude a data value or an observation may have: float32 sums of squares
+#: (standardization, losses) overflow beyond about 1e19, and the networks' activations sooner.
+MAX_ABS_VALUE = 1e12
+
 
 def coerce_dataset(dataset: Any) -> Any:
     """Return an ``envs.OfflineDataset`` for any accepted input.

@@ -64,8 +64,20 @@ class ObservationScaler(nn.Module):
         """Set mean and standard deviation from ``(N, dim)`` observations."""
         if not self.enabled:
             return
-        self.mean.copy_(torch.as_tensor(observations.mean(axis=0), dtype=torch.float32))
-        self.std.copy_(torch.as_tensor(observations.std(axis=0) + self.eps, dtype=torch.float32))
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean = observations.mean(axis=0)
+            std = observations.std(axis=0) + self.eps
+        # Huge but finite values overflow the float32 sums of squares: an error here, instead
+        # of an infinite scale that turns every weight into NaN.
+        bad = np.flatnonzero(~(np.isfinite(mean) & np.isfinite(std)))
+        if bad.size:
+            largest = np.abs(observations[:, bad[0]]).max()
+            raise ValueError(
+                f"observation column {bad[0]} is too large to standardize (its mean or standard "
+                f"deviation overflows float32: largest |value| {largest:.3g})"
+            )
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32))
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return (obs - self.mean) / self.std
