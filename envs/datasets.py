@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -49,6 +50,8 @@ _VECTOR_FIELDS = ("observations", "actions", "next_observations")
 CACHE_ENV_VAR = "SAFE_AGENTS_DATA_DIR"
 SHIPPED_DIR = Path(__file__).parent / "data"
 
+#: The largest metadata attribute read from a file (metadata is a few KB).
+MAX_ATTRIBUTE_BYTES = 16 * 2**20
 #: Environment variable bounding the bytes one dataset file may make the reader allocate
 #: (default: 80% of the memory available when it is read).
 MAX_BYTES_ENV_VAR = "SAFE_AGENTS_MAX_DATASET_BYTES"
@@ -65,6 +68,10 @@ _DSRL_FILE = re.compile(r"Safe[A-Za-z0-9-]+-v\d+-\d+-\d+\.hdf5")
 
 class DatasetError(ValueError):
     """A dataset that is malformed: the message names the field, file and first bad index."""
+
+
+class DatasetTooLargeError(DatasetError):
+    """A file declaring more data than the reader may allocate (:func:`max_dataset_bytes`)."""
 
 
 def _as_array(name: str, value: Any) -> np.ndarray:
@@ -139,8 +146,10 @@ class OfflineDataset:
                     f"field {name!r} has a non-finite value at index {bad[0]} "
                     f"({bad.size} bad rows in all)"
                 )
-            huge = np.flatnonzero((np.abs(array) > MAX_ABS_VALUE).reshape(len(array), -1).any(1))
-            if huge.size:
+            # max/min first: no copy of a large field unless it holds an offending value.
+            if array.max() > MAX_ABS_VALUE or array.min() < -MAX_ABS_VALUE:
+                over = np.abs(array) > MAX_ABS_VALUE
+                huge = np.flatnonzero(over.reshape(len(array), -1).any(axis=1))
                 raise DatasetError(
                     f"field {name!r} has a value of magnitude "
                     f"{np.abs(array[huge[0]]).max():.3g} at index {huge[0]}, beyond "
@@ -611,23 +620,49 @@ def _decode_attribute(value: Any) -> Any:
 
 def max_dataset_bytes() -> int:
     """How many bytes one dataset file may make :func:`read_hdf5` allocate: ``$SAFE_AGENTS_MAX_
-    DATASET_BYTES`` when set, else 80% of the memory available now (16 GiB where unknown)."""
+    DATASET_BYTES`` when set, else 80% of the memory available now: the system's available
+    memory, or a container's (cgroup) limit when lower; 16 GiB where neither is known.
+
+    Raises:
+        ValueError: the variable is not a positive finite number of bytes.
+    """
     override = os.environ.get(MAX_BYTES_ENV_VAR)
     if override:
         try:
-            return int(float(override))
+            limit = float(override)
         except ValueError:
+            limit = math.nan
+        if not (math.isfinite(limit) and limit > 0):
             raise ValueError(
-                f"{MAX_BYTES_ENV_VAR} must be a number of bytes, got {override!r}"
-            ) from None
+                f"{MAX_BYTES_ENV_VAR} must be a positive number of bytes, got {override!r}"
+            )
+        return int(limit)
+    available = [_proc_meminfo_available(), _cgroup_memory_left()]
+    known = [value for value in available if value is not None]
+    return int(0.8 * min(known)) if known else 16 * 2**30
+
+
+def _proc_meminfo_available() -> int | None:
     try:
         with open("/proc/meminfo") as meminfo:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
-                    return int(0.8 * int(line.split()[1]) * 1024)
-    except OSError:
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
         pass
-    return 16 * 2**30
+    return None
+
+
+def _cgroup_memory_left() -> int | None:
+    """What a cgroup v2 memory limit leaves (``memory.max - memory.current``), if one is set."""
+    root = Path("/sys/fs/cgroup")
+    try:
+        limit = (root / "memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(int(limit) - int((root / "memory.current").read_text().strip()), 0)
+    except (OSError, ValueError):
+        return None
 
 
 def read_hdf5(path: str | os.PathLike, max_bytes: int | None = None) -> OfflineDataset:
@@ -684,25 +719,35 @@ def read_hdf5(path: str | os.PathLike, max_bytes: int | None = None) -> OfflineD
                     f"'observations' declares {rows['observations']:,} (every field has one "
                     "row per transition)"
                 )
+            # The file's bytes, plus a float32 copy of the fields stored in another type.
             declared = {
                 name: int(np.prod(file[name].shape, dtype=np.float64))
-                * (file[name].dtype.itemsize + 4)
+                * (file[name].dtype.itemsize + (0 if file[name].dtype == np.float32 else 4))
                 for name in FIELDS
                 if name in file
             }
             if sum(declared.values()) > limit:
                 name = max(declared, key=lambda key: declared[key])
-                raise DatasetError(
+                raise DatasetTooLargeError(
                     f"{path}: key {name!r} declares shape {file[name].shape} "
                     f"({sum(declared.values()):,} bytes to read in all), more than the "
                     f"{limit:,} allowed ({MAX_BYTES_ENV_VAR} raises the limit)"
                 )
             for name in declared:
                 arrays[name] = file[name][()]
-            metadata = {key: _decode_attribute(value) for key, value in file.attrs.items()}
+            metadata = {}
+            for key in file.attrs:
+                info = file.attrs.get_id(key)
+                size = int(np.prod(info.shape or (), dtype=np.float64)) * info.dtype.itemsize
+                if size > MAX_ATTRIBUTE_BYTES:  # checked before the attribute is read
+                    raise DatasetError(
+                        f"{path}: attribute {key!r} declares {size:,} bytes, more than the "
+                        f"{MAX_ATTRIBUTE_BYTES:,} metadata may hold"
+                    )
+                metadata[key] = _decode_attribute(file.attrs[key])
     except DatasetError:
         raise
-    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as error:
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError, MemoryError) as error:
         # h5py raises OSError for a truncated file, RuntimeError/ValueError for a corrupt
         # chunk or filter; any of them means the file cannot be read as it is.
         raise DatasetError(

@@ -34,7 +34,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from envs.datasets import DatasetError, cache_dir, read_hdf5
+from envs.datasets import (
+    MAX_BYTES_ENV_VAR,
+    DatasetError,
+    DatasetTooLargeError,
+    cache_dir,
+    read_hdf5,
+)
 from envs.tasks import get_task
 
 _LOG = logging.getLogger(__name__)
@@ -198,6 +204,11 @@ def download_dsrl(
             # The whole file must read as a DSRL dataset, cost labels included, before it is used.
             if not read_hdf5(partial.path).has_costs:
                 raise DatasetError("it has no 'costs', which every DSRL dataset has")
+        except DatasetTooLargeError as error:  # a good file, too large for this machine: kept
+            raise DatasetTooLargeError(
+                f"{shown} arrived complete but is too large to read here ({error}); it is kept "
+                f"in {partial.path}: raise {MAX_BYTES_ENV_VAR} and call again"
+            ) from None
         except DatasetError as error:
             partial.discard()
             raise DatasetError(
@@ -231,10 +242,10 @@ class _Partial:
     def start(self, url: str, validator: str | None, total: int | None) -> None:
         """A new body begins: forget what was kept, remember what this body is."""
         self.path.unlink(missing_ok=True)
+        from safe_agents.common.fileio import atomic_write
+
         record = {"url": url, "validator": validator, "total": total}
-        temporary = self.record_path.with_name(self.record_path.name + ".tmp")
-        temporary.write_text(json.dumps(record))
-        os.replace(temporary, self.record_path)
+        atomic_write(self.record_path, json.dumps(record))
 
     def discard(self) -> None:
         self.path.unlink(missing_ok=True)

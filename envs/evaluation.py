@@ -77,7 +77,15 @@ def _checked(action: Any, space: gym.Space) -> np.ndarray:
     A NaN action is an error: simulators execute it silently and its episode would be scored
     (often as perfectly safe, since nothing moves).
     """
-    values = np.asarray(action, dtype=np.float32)
+    try:
+        values = np.asarray(action, dtype=np.float32)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"the policy returned a non-numeric action: {error}") from None
+    if space.shape is not None and values.size != int(np.prod(space.shape)):
+        raise ValueError(
+            f"the policy returned an action of shape {values.shape}; the action space's "
+            f"shape is {space.shape}"
+        )
     if not np.isfinite(values).all():
         raise ValueError(f"the policy returned a non-finite action {values!r}")
     return _clip(values, space)

@@ -257,7 +257,7 @@ class SafetyFilter(gym.Wrapper):
         scores = scores.reshape(self.n)
         # A candidate of unknown safety (non-finite score or action) is never executed in place
         # of another: its score counts as +inf, and with no finite score at all it is an error.
-        known = np.isfinite(scores) & np.isfinite(candidates).all(axis=1)
+        known = np.isfinite(scores) & np.isfinite(candidates.reshape(self.n, -1)).all(axis=1)
         if not known.any():
             raise ValueError(
                 f"every candidate's safety score is non-finite ({scores.tolist()}); the score "

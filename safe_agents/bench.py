@@ -612,8 +612,15 @@ def _check_ray_address(address: str) -> None:
             from ray._private.services import canonicalize_bootstrap_address
 
             target = canonicalize_bootstrap_address("auto") or ""
-        except Exception:  # noqa: BLE001 - a private helper: ray.init reports what it finds
+        except ImportError:  # a private helper that moved: ray.init reports what it finds
             return
+        except Exception as error:  # noqa: BLE001 - ConnectionError and kin: no cluster known
+            raise SweepError(f"--ray auto found no running Ray cluster ({error})") from None
+        if not target:
+            raise SweepError(
+                "--ray auto found no running Ray cluster (no RAY_ADDRESS and none started on "
+                "this machine); give HOST:PORT, or --ray local"
+            )
     parsed = urllib.parse.urlsplit(target if "://" in target else f"//{target}")
     try:
         host, port = parsed.hostname, parsed.port
@@ -653,7 +660,10 @@ def _run_on_ray(
                 address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False
             )
         else:
-            ray.init(address=address, log_to_driver=False)
+            try:
+                ray.init(address=address, log_to_driver=False)
+            except (ConnectionError, RuntimeError, ValueError) as error:
+                raise SweepError(f"cannot join the Ray cluster at {address}: {error}") from None
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(execute)
         pending = {remote.remote(run, settings): run for run in runs}

@@ -462,3 +462,16 @@ def test_every_task_is_a_gymnasium_id(task_id):
         assert isinstance(info["cost"], float)
     finally:
         env.close()
+
+
+def test_a_file_too_large_to_read_here_is_kept_for_a_higher_limit(server, payload, monkeypatch):
+    monkeypatch.setenv("SAFE_AGENTS_MAX_DATASET_BYTES", "1000")
+    with pytest.raises(envs.DatasetError, match="too large to read here") as caught:
+        download.download_dsrl(TASK, progress_bar=False)
+    assert "SAFE_AGENTS_MAX_DATASET_BYTES" in str(caught.value)
+    kept = _destination().with_name(f".{_destination().name}.part")
+    assert kept.read_bytes() == payload  # the transfer was good: not deleted
+    monkeypatch.delenv("SAFE_AGENTS_MAX_DATASET_BYTES")
+    path = download.download_dsrl(TASK, progress_bar=False)
+    assert path.read_bytes() == payload
+    assert [request["status"] for request in server.requests] == [200, 416]

@@ -662,7 +662,7 @@ def checkpoint_cases() -> list[Case]:
                     _edit_tensors("training.pt", _set("num_steps", torch.tensor(2.5))),
                 )
             ),
-            None,
+            (AgentLoadError, "num_steps"),
         ),
         Case(
             "checkpoints",
@@ -925,25 +925,30 @@ def _configure(agent: str, key: str, value: object) -> Callable[[], object]:
 
 def _cli_set(key: str, text: str) -> Callable[[], object]:
     def run() -> object:
-        code = cli_main(
-            [
-                "train",
-                "bc_all",
-                "--task",
-                TOY,
-                "--steps",
-                "1",
-                "--set",
-                f"{key}={text}",
-                "--eval-episodes",
-                "0",
-                "--no-progress",
-                "--out",
-                str(_WORK / "cli"),
-            ]
-        )
-        if code != 2:
-            raise AssertionError(f"exit code {code}, expected the one-line error (2)")
+        import contextlib
+
+        errors = io.StringIO()
+        with contextlib.redirect_stderr(errors):
+            code = cli_main(
+                [
+                    "train",
+                    "bc_all",
+                    "--task",
+                    TOY,
+                    "--steps",
+                    "1",
+                    "--set",
+                    f"{key}={text}",
+                    "--eval-episodes",
+                    "0",
+                    "--no-progress",
+                    "--out",
+                    str(_WORK / "cli"),
+                ]
+            )
+        lines = errors.getvalue().strip().splitlines()
+        if code != 2 or len(lines) != 1 or key not in lines[0]:
+            raise AssertionError(f"exit code {code}, stderr {lines}: not one line naming {key}")
         raise ValueError(f"cli refused {key}={text}")
 
     return run
@@ -1105,7 +1110,7 @@ def runtime_cases() -> list[Case]:
             "runtime",
             "evaluate a policy of the wrong width",
             lambda: envs.evaluate(lambda o: np.zeros(5), _env(), 1),
-            (ValueError, ""),
+            (ValueError, "shape"),
         ),
         Case(
             "runtime",
@@ -1259,7 +1264,186 @@ def runtime_cases() -> list[Case]:
     return cases
 
 
-ALL_CASES = dataset_cases() + checkpoint_cases() + config_cases() + runtime_cases()
+def _unbounded_agent_round_trip() -> object:
+    """Safety-Gymnasium's observation spaces are Box(-inf, inf): such an agent must save."""
+    import gymnasium as gym
+
+    from safe_agents import load_agent
+
+    space = gym.spaces.Box(-np.inf, np.inf, (2,), np.float32)
+    agent = make_agent("bc_all", observation_space=space, action_space=_env().action_space, seed=0)
+    agent.learn_offline(_toy(), n_steps=1)
+    loaded = load_agent(agent.save(_WORK / "unbounded.zip"))
+    if not np.isinf(loaded.observation_space.high).all():
+        raise AssertionError("the infinite bounds did not survive the round trip")
+    return loaded
+
+
+def _bit_flipped(member: str) -> Path:
+    path = _WORK / f"flipped-{member}.zip"
+    path.write_bytes(_saved_agent().read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    for offset in range(start + 5, start + min(info.compress_size, 60)):
+        raw[offset] ^= 0xFF  # inside the member's compressed bytes
+    path.write_bytes(bytes(raw))
+    return path
+
+
+def _resume_refused_leaves_agent() -> object:
+    agent = make_agent("bc_all", _env(), seed=5, hidden_sizes=[16, 16])
+    before = {k: v.clone() for k, v in agent.parameters_dict().items()}
+    try:
+        agent.learn_offline(_toy(), n_steps=2, resume_from=_saved_agent())
+    except ValueError as error:
+        after = agent.parameters_dict()
+        if agent.num_steps != 0 or any(not torch.equal(before[k], after[k]) for k in before):
+            raise AssertionError("a refused resume changed the agent") from error
+        raise
+    return agent
+
+
+def _limit_variable(value: str) -> Callable[[], object]:
+    def run() -> object:
+        saved = os.environ.get("SAFE_AGENTS_MAX_DATASET_BYTES")
+        os.environ["SAFE_AGENTS_MAX_DATASET_BYTES"] = value
+        try:
+            return envs.load_dataset(TOY)
+        finally:
+            if saved is None:
+                del os.environ["SAFE_AGENTS_MAX_DATASET_BYTES"]
+            else:
+                os.environ["SAFE_AGENTS_MAX_DATASET_BYTES"] = saved
+
+    return run
+
+
+def _big_attribute() -> object:
+    path = _WORK / "attribute.hdf5"
+    with h5py.File(path, "w", libver="latest") as file:  # dense storage: attributes > 64 KB
+        _fields(file)
+        file.attrs["blob"] = np.zeros(5 * 2**20)  # 40 MiB of metadata
+    return envs.read_hdf5(path)
+
+
+def review_cases() -> list[Case]:
+    return [
+        Case("checkpoints", "unbounded observation space", _unbounded_agent_round_trip, None),
+        Case(
+            "checkpoints",
+            "bit flips in weights.pt",
+            _load(lambda: _bit_flipped("weights.pt")),
+            (AgentLoadError, "flipped"),
+        ),
+        Case(
+            "checkpoints",
+            "bit flips in config.json",
+            _load(lambda: _bit_flipped("config.json")),
+            (AgentLoadError, "flipped"),
+        ),
+        Case(
+            "checkpoints",
+            "Adam step NaN",
+            _load(
+                _tampered("step-nan.zip", _edit_tensors("training.pt", _adam_key("step", math.nan)))
+            ),
+            (AgentLoadError, "optimizer"),
+        ),
+        Case(
+            "checkpoints",
+            "Adam step -5",
+            _load(_tampered("step-neg.zip", _edit_tensors("training.pt", _adam_key("step", -5.0)))),
+            (AgentLoadError, "optimizer"),
+        ),
+        Case(
+            "checkpoints",
+            "learning rate NaN in the optimizer",
+            _load(
+                _tampered(
+                    "lr-nan.zip", _edit_tensors("training.pt", _group_setting("lr", math.nan))
+                )
+            ),
+            (AgentLoadError, "optimizer"),
+        ),
+        Case(
+            "checkpoints",
+            "a refused resume leaves the agent as it was",
+            _resume_refused_leaves_agent,
+            (ValueError, "past n_steps"),
+        ),
+        Case(
+            "configs",
+            "np.int64 batch_size",
+            lambda: make_agent("bc_all", _env(), batch_size=np.int64(64)),
+            None,
+        ),
+        Case(
+            "configs",
+            "np.float32 learning_rate",
+            lambda: make_agent("bc_all", _env(), learning_rate=np.float32(1e-3)),
+            None,
+        ),
+        Case(
+            "configs",
+            "10**400 learning_rate",
+            lambda: make_agent("bc_all", _env(), learning_rate=10**400),
+            (ValueError, "finite"),
+        ),
+        Case(
+            "hdf5",
+            "40 MiB attribute",
+            _big_attribute,
+            (DatasetError, "attribute"),
+        ),
+        Case(
+            "hdf5",
+            "limit variable 'inf'",
+            _limit_variable("inf"),
+            (ValueError, "SAFE_AGENTS_MAX_DATASET_BYTES"),
+        ),
+        Case(
+            "hdf5",
+            "limit variable '0'",
+            _limit_variable("0"),
+            (ValueError, "SAFE_AGENTS_MAX_DATASET_BYTES"),
+        ),
+        Case(
+            "hdf5",
+            "limit variable 'lots'",
+            _limit_variable("lots"),
+            (ValueError, "SAFE_AGENTS_MAX_DATASET_BYTES"),
+        ),
+        Case(
+            "hdf5",
+            "limit variable below the file",
+            _limit_variable("1000"),
+            (DatasetError, "declares"),
+        ),
+    ]
+
+
+def _adam_key(key: str, value: float) -> Callable[[dict], None]:
+    def change(training: dict) -> None:
+        for optimizer in training["optimizers"].values():
+            for state in optimizer["state"].values():
+                state[key] = torch.tensor(value)
+                return
+
+    return change
+
+
+def _group_setting(key: str, value: float) -> Callable[[dict], None]:
+    def change(training: dict) -> None:
+        for optimizer in training["optimizers"].values():
+            optimizer["param_groups"][0][key] = value
+            return
+
+    return change
+
+
+ALL_CASES = dataset_cases() + checkpoint_cases() + config_cases() + runtime_cases() + review_cases()
 
 
 def outcome(case: Case) -> tuple[str, str]:

@@ -211,17 +211,20 @@ class BaseAgent:
         log_interval: int,
         resume_from: str | Path | None,
     ) -> BaseAgent:
-        if resume_from is not None:
-            self._restore(serialization.read_agent_file(resume_from), resume_from)
         total = n_steps if n_steps is not None else self.config.n_steps
         if isinstance(total, bool) or not isinstance(total, int | np.integer) or total < 1:
             raise ValueError(f"n_steps must be an integer >= 1, got {total!r}")
         total = int(total)
-        if resume_from is not None and self.num_steps > total:
-            raise ValueError(
-                f"{resume_from} is at step {self.num_steps}, past n_steps={total}: nothing to "
-                "train (load it with load() to use it as it is)"
-            )
+        if resume_from is not None:
+            # Everything is checked before the agent changes: a refused call leaves it as it was.
+            contents = serialization.read_agent_file(resume_from)
+            saved_steps = _saved_steps(contents.training.get("num_steps"), resume_from)
+            if saved_steps > total:
+                raise ValueError(
+                    f"{resume_from} is at step {saved_steps}, past n_steps={total}: nothing to "
+                    "train (load it with load() to use it as it is)"
+                )
+            self._restore(contents, resume_from)
         if log_interval < 1:
             raise ValueError(f"log_interval must be >= 1, got {log_interval}")
         # The planned length of this run, for algorithms with schedules over training.
@@ -430,11 +433,8 @@ class BaseAgent:
                     f"{path}: weights of {module_name!r} do not match the network: {error}"
                 ) from error
         training = contents.training
+        self.num_steps = _saved_steps(training.get("num_steps"), path)
         try:
-            steps = training["num_steps"]
-            if not isinstance(steps, torch.Tensor | int) or int(steps) < 0:
-                raise ValueError(f"num_steps must be an integer >= 0, got {steps!r}")
-            self.num_steps = int(steps)
             self.train_generator.set_state(training["train_generator"])
             self.act_generator.set_state(training["act_generator"])
             torch.set_rng_state(training["torch_rng_state"])
@@ -479,20 +479,44 @@ class BaseAgent:
         return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
 
 
+def _saved_steps(steps: Any, path: str | Path) -> int:
+    """A checkpoint's step counter: an integer >= 0 (an int or an integer tensor).
+
+    Raises:
+        serialization.AgentLoadError: anything else (a tampered or foreign file).
+    """
+    if isinstance(steps, torch.Tensor) and steps.numel() == 1 and not steps.is_floating_point():
+        steps = int(steps.item())
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise serialization.AgentLoadError(
+            f"{path}: invalid training state: num_steps must be an integer >= 0, got {steps!r}"
+        )
+    return steps
+
+
 def _check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
-    """Every per-parameter state tensor (Adam's moments) must have its parameter's shape:
-    ``load_state_dict`` does not check, and the first step would fail far from the cause."""
+    """Every per-parameter state tensor (Adam's moments) must have its parameter's shape and be
+    finite, its step counter finite and >= 0, and the group settings (learning rate, betas,
+    eps, weight decay) finite: ``load_state_dict`` checks none of it, and a bad value would
+    turn every weight into NaN at the first resumed step."""
     for group in optimizer.param_groups:
+        for key, value in group.items():
+            for number in value if isinstance(value, tuple | list) else (value,):
+                if isinstance(number, float | torch.Tensor) and not bool(
+                    torch.isfinite(torch.as_tensor(number)).all()
+                ):
+                    raise ValueError(f"optimizer {name!r}: setting {key!r} is not finite")
         for parameter in group["params"]:
             for key, value in optimizer.state.get(parameter, {}).items():
-                if isinstance(value, torch.Tensor) and value.dim() > 0:
-                    if value.shape != parameter.shape:
-                        raise ValueError(
-                            f"optimizer {name!r}: state {key!r} has shape {tuple(value.shape)} "
-                            f"for a parameter of shape {tuple(parameter.shape)}"
-                        )
-                    if not bool(torch.isfinite(value).all()):
-                        raise ValueError(f"optimizer {name!r}: state {key!r} is not finite")
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if value.dim() > 0 and value.shape != parameter.shape:
+                    raise ValueError(
+                        f"optimizer {name!r}: state {key!r} has shape {tuple(value.shape)} "
+                        f"for a parameter of shape {tuple(parameter.shape)}"
+                    )
+                if not bool(torch.isfinite(value).all()) or (value.dim() == 0 and value < 0):
+                    raise ValueError(f"optimizer {name!r}: state {key!r} is not finite and >= 0")
 
 
 def _default_threads(preset: str) -> int | None:

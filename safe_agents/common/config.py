@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
+import operator
 import types
 import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, ClassVar
+
+import numpy as np
 
 from safe_agents.common.diffusion import SAMPLERS, SCHEDULES, VARIANCE_TYPES, NoiseScheduler
 
@@ -132,20 +136,26 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         (inner,) = [arg for arg in args if arg is not type(None)]  # X | None
         return _coerce(name, value, inner)
     if hint is bool:
-        if isinstance(value, bool):
-            return value
+        if isinstance(value, bool | np.bool_):
+            return bool(value)
         raise ValueError(f"{name} must be true or false, got {value!r}")
     if hint is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
+        if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
+            number = float(value)
+            if number.is_integer():  # inf and nan are not
+                value = int(number)
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool | np.bool_):
+            return operator.index(value)
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            if not math.isfinite(value):
+        if isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_):
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):
                 raise ValueError(f"{name} must be finite, got {value!r}")
-            return float(value)
+            return number
         raise ValueError(f"{name} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, str):

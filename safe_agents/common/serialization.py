@@ -18,6 +18,7 @@ import json
 import platform
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,9 +107,9 @@ def write_agent_file(
     }
     with atomic_path(path) as temporary:
         with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            # allow_nan=False: a non-finite config value is a bug caught here, not a file
-            # that another JSON reader refuses.
-            archive.writestr("config.json", json.dumps(config, indent=2, allow_nan=False))
+            # Infinity stays allowed: unbounded observation spaces (Safety-Gymnasium's) have
+            # infinite bounds; hyperparameters are finite by their own check.
+            archive.writestr("config.json", json.dumps(config, indent=2))
             archive.writestr("weights.pt", _tensor_bytes(weights))
             archive.writestr("training.pt", _tensor_bytes(training))
             archive.writestr("metadata.json", json.dumps(metadata, indent=2))
@@ -151,7 +152,15 @@ def read_agent_file(path: str | Path) -> AgentFile:
             raw = {name: archive.read(name) for name in MEMBERS}
     except AgentLoadError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as error:
+    except (
+        zipfile.BadZipFile,
+        zlib.error,  # a damaged deflate stream inside a member
+        RuntimeError,  # an encrypted member
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+    ) as error:
         raise AgentLoadError(
             f"{path} is not a readable zip (truncated or corrupt?): {error}"
         ) from error
