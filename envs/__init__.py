@@ -11,6 +11,7 @@ Importing ``envs`` also makes a later ``import dsrl`` or ``import safety_gymnasi
 Python 3.11 (see :mod:`envs._compat`).
 """
 
+import safe_agents._notices  # noqa: F401, I001  (first: before gymnasium is imported)
 from envs import _compat
 from envs.adapters import CostAdapter, find_task_spec, make
 from envs.collect import Behaviour, BuildConfig, CostPenalty, build_dataset, density_filter

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ import numpy as np
 
 from envs.adapters import find_task_spec
 from envs.datasets import OfflineDataset
+from envs.metrics import Normalizer
+from envs.tasks import TaskSpec
 from envs.wrappers import resolve_normalizer, step_cost
 
 Policy = Callable[[np.ndarray], np.ndarray] | Any
@@ -37,7 +40,9 @@ class _EpisodeActor:
     first step), so agents with a context across steps (CDT) keep it; Markov agents hand the
     state back unchanged. A policy with ``record_outcome(state, reward, cost) -> state`` is
     told each step's reward and the cost the environment reports in ``info["cost"]`` (0 when a
-    :class:`envs.StripCost` hides it from the agent). Plain callables are called as they are.
+    :class:`envs.StripCost` hides it from the agent). Plain callables are called with the
+    observation, and with ``episode_start=`` too when they declare that parameter (a
+    controller with memory resets it then).
     """
 
     def __init__(self, policy: Policy, deterministic: bool) -> None:
@@ -45,7 +50,10 @@ class _EpisodeActor:
         self.deterministic = deterministic
         self.has_predict = hasattr(policy, "predict")
         self.record = getattr(policy, "record_outcome", None) if self.has_predict else None
-        self.act = None if self.has_predict else as_callable(policy, deterministic)
+        self.act: Callable[..., np.ndarray] | None = (
+            None if self.has_predict else as_callable(policy, deterministic)
+        )
+        self.wants_start = self.act is not None and _accepts_episode_start(self.act)
         self.start()
 
     def start(self) -> None:
@@ -55,7 +63,11 @@ class _EpisodeActor:
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if self.act is not None:
-            return self.act(obs)
+            if not self.wants_start:
+                return self.act(obs)
+            action = self.act(obs, episode_start=self.episode_start)
+            self.episode_start = False
+            return action
         action, self.state = self.policy.predict(
             obs,
             state=self.state,
@@ -69,6 +81,17 @@ class _EpisodeActor:
         """Pass the step's outcome to a policy that counts it (CDT's returns-to-go)."""
         if self.record is not None and self.state is not None:
             self.state = self.record(self.state, float(reward), float(info.get("cost", 0.0)))
+
+
+def _accepts_episode_start(function: Callable[..., Any]) -> bool:
+    """Whether a plain policy declares an ``episode_start`` parameter (or ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins and C callables: called with obs alone
+        return False
+    return any(
+        p.name == "episode_start" or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters
+    )
 
 
 def _checked(action: Any, space: gym.Space) -> np.ndarray:
@@ -146,10 +169,17 @@ def evaluate(
     """
     if n_episodes < 1:
         raise ValueError(f"n_episodes must be >= 1, got {n_episodes}")
+    if isinstance(env, gym.vector.VectorEnv):
+        spec = _vector_task_spec(env)
+        reward_range, normalization = _reference_returns(policy, spec, reward_range)
+        task_id = spec.task_id if spec is not None else None
+        normalizer = resolve_normalizer(env, task_id, reward_range, cost_limit)
+        results = _run_vector(policy, env, n_episodes, seed, deterministic)
+        return _report(results, normalizer, normalization)
     act = _EpisodeActor(policy, deterministic)
-    reward_range, normalization = _reference_returns(policy, env, reward_range)
+    reward_range, normalization = _reference_returns(policy, find_task_spec(env), reward_range)
     normalizer = resolve_normalizer(env, reward_range=reward_range, cost_limit=cost_limit)
-    results: dict[str, list[float]] = {"return": [], "cost": [], "length": []}
+    results = {"return": [], "cost": [], "length": []}
     for episode in range(n_episodes):
         obs, _ = env.reset(seed=seed + episode)
         act.start()
@@ -169,6 +199,13 @@ def evaluate(
         results["return"].append(episode_return)
         results["cost"].append(episode_cost)
         results["length"].append(length)
+    return _report(results, normalizer, normalization)
+
+
+def _report(
+    results: dict[str, list[float]], normalizer: Normalizer | None, normalization: str
+) -> dict[str, Any]:
+    """Per-episode lists, normalized ones where reference values are known, and the means."""
     if normalizer is not None:
         results["normalized_return"] = [
             float(normalizer.normalized_return(value)) for value in results["return"]
@@ -185,13 +222,90 @@ def evaluate(
     return report
 
 
+def _vector_task_spec(env: gym.vector.VectorEnv) -> TaskSpec | None:
+    """The task of a vector environment's sub-environments (the first one's), if any."""
+    try:
+        specs = env.get_attr("task_spec")
+    except AttributeError:
+        return None
+    return specs[0] if specs and isinstance(specs[0], TaskSpec) else None
+
+
+def _run_vector(
+    policy: Policy, env: gym.vector.VectorEnv, n_episodes: int, seed: int, deterministic: bool
+) -> dict[str, list[float]]:
+    """Episodes of a Gymnasium vector environment, ``predict`` called on the whole batch.
+
+    Sub-environment ``i`` starts from seed ``seed + i``; later episodes start where each
+    sub-environment's autoreset puts it (reproducible, but not the start states of the
+    sequential protocol, whose episode ``k`` is reset with ``seed + k``). The first
+    ``n_episodes`` episodes to end are reported, in the order they ended.
+    """
+    if gym.__version__.split(".")[0] != "0":
+        raise ValueError(
+            f"vector evaluation follows Gymnasium 0.x's autoreset; gymnasium {gym.__version__} "
+            "resets on the next step instead: evaluate one environment at a time"
+        )
+    count = env.num_envs
+    space = env.single_action_space
+    has_predict = hasattr(policy, "predict")
+    act = None if has_predict else as_callable(policy, deterministic)
+    record = getattr(policy, "record_outcome", None) if has_predict else None
+    obs, _ = env.reset(seed=[seed + index for index in range(count)])
+    state: Any = None
+    starts = np.ones(count, dtype=bool)
+    running = {key: np.zeros(count) for key in ("return", "cost", "length")}
+    results: dict[str, list[float]] = {"return": [], "cost": [], "length": []}
+    while len(results["return"]) < n_episodes:
+        if act is None:
+            predictor: Any = policy
+            proposed, state = predictor.predict(
+                obs, state=state, episode_start=starts, deterministic=deterministic
+            )
+        else:
+            proposed = [act(row) for row in obs]
+        actions = np.stack([_checked(action, space) for action in proposed])
+        obs, rewards, terminated, truncated, infos = env.step(actions)
+        ended = np.asarray(terminated) | np.asarray(truncated)
+        outcomes = [
+            _finite_outcome(reward, _vector_step_cost(infos, index, bool(ended[index])))
+            for index, reward in enumerate(np.asarray(rewards, dtype=np.float64))
+        ]
+        step_rewards, step_costs = (np.array(values) for values in zip(*outcomes, strict=True))
+        if record is not None and state is not None:
+            state = record(state, step_rewards, step_costs)
+        running["return"] += step_rewards
+        running["cost"] += step_costs
+        running["length"] += 1
+        for index in np.flatnonzero(ended):
+            for key in results:
+                results[key].append(float(running[key][index]))
+                running[key][index] = 0.0
+        starts = ended
+    return {key: values[:n_episodes] for key, values in results.items()}
+
+
+def _vector_step_cost(infos: dict[str, Any], index: int, ended: bool) -> float:
+    """Sub-environment ``index``'s cost this step: after an episode's last step Gymnasium
+    0.x has already reset it, and the step's own info sits in ``final_info``."""
+    if ended and "final_info" in infos:
+        info = infos["final_info"][index]
+        if isinstance(info, dict) and "cost" in info:
+            return float(info["cost"])
+    elif "cost" in infos and infos.get("_cost", np.ones(index + 1, bool))[index]:
+        return float(infos["cost"][index])
+    raise KeyError(
+        f"sub-environment {index} reported no info['cost'] (is it a safe-RL environment made "
+        "by envs.make?)"
+    )
+
+
 def _reference_returns(
-    policy: Policy, env: gym.Env, reward_range: tuple[float, float] | None
+    policy: Policy, spec: TaskSpec | None, reward_range: tuple[float, float] | None
 ) -> tuple[tuple[float, float] | None, str]:
     """The reference returns for :func:`evaluate` and a label saying what they are."""
     if reward_range is not None:
         return (float(reward_range[0]), float(reward_range[1])), "given reward_range"
-    spec = find_task_spec(env)
     trained_on = getattr(policy, "training_data", None)
     if (
         isinstance(trained_on, dict)

@@ -72,10 +72,12 @@ class StripCost(gym.Wrapper):
 
 
 class NormalizedMetrics(gym.Wrapper):
-    """Adds ``info["episode"]`` at the end of each episode, with normalized return and cost.
+    """Adds ``info["normalized_metrics"]`` at the end of each episode: return, cost, length,
+    normalized return and normalized cost (formulas in :mod:`envs.metrics`).
 
-    ``info["episode"]`` holds ``return``, ``cost``, ``length``, ``normalized_return`` and
-    ``normalized_cost`` (formulas in :mod:`envs.metrics`).
+    The figures live under their own key, not ``info["episode"]``, which belongs to
+    Gymnasium's ``RecordEpisodeStatistics`` and stable-baselines3's ``Monitor``: the three stack
+    in any order, and SB3's ``evaluate_policy`` works on top.
 
     Args:
         env: the environment (its cost may sit under a :class:`StripCost`).
@@ -87,6 +89,8 @@ class NormalizedMetrics(gym.Wrapper):
     Raises:
         ValueError: no reference returns or cost limit are known for this environment.
     """
+
+    INFO_KEY = "normalized_metrics"
 
     def __init__(
         self,
@@ -118,7 +122,7 @@ class NormalizedMetrics(gym.Wrapper):
         self._length += 1
         if terminated or truncated:
             info = dict(info)
-            info["episode"] = {
+            info[self.INFO_KEY] = {
                 "return": self._return,
                 "cost": self._cost,
                 "length": self._length,

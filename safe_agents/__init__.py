@@ -7,6 +7,8 @@
 
 __version__ = "0.1.0"
 
+# First, before anything imports gymnasium: drop a third-party notice about Adroit environments.
+from safe_agents import _notices  # noqa: E402, F401, I001
 from safe_agents.baselines import CDT, CPQ, BCAll, BCQLag, BCSafe, COptiDICE  # noqa: E402  (registers the agents)
 from safe_agents.common import (  # noqa: E402
     AgentLoadError,
