@@ -863,9 +863,19 @@ def csv_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# One marker and one colour per agent, the same in every plot of a report.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+
+
 def plot_tasks(rows: Sequence[dict[str, Any]], folder: str | Path) -> list[Path]:
-    """A normalized cost vs reward scatter per task (one point per agent, seed spreads as
-    error bars, the cost limit at 1), ``<folder>/<task>.png``."""
+    """A normalized cost vs return plot per task, ``<folder>/<task>.png`` and ``.svg``.
+
+    One point per agent at its mean over seeds, with the standard deviation over seeds as
+    error bars (the cost's clipped at zero, where costs end) and the seed count in the legend;
+    each agent keeps its marker and colour across the tasks of the report; the legend sits
+    outside the data; the cost limit is the dashed line at 1; the title names the data the
+    task's rows were trained on. Returns the PNG paths.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -873,37 +883,52 @@ def plot_tasks(rows: Sequence[dict[str, Any]], folder: str | Path) -> list[Path]
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    cells = table(rows)
+    data = data_labels(rows)
+    agents = sorted({agent for row in cells.values() for agent in row})
+    colours = plt.get_cmap("tab20" if len(agents) > 10 else "tab10")
+    style = {
+        agent: (_MARKERS[index % len(_MARKERS)], colours(index % colours.N))
+        for index, agent in enumerate(agents)
+    }
     paths = []
-    for task, row in table(rows).items():
-        figure, axes = plt.subplots(figsize=(5, 4))
+    for task, row in cells.items():
+        figure, axes = plt.subplots(figsize=(7.0, 4.2))
         for agent, cell in row.items():
+            marker, colour = style[agent]
             axes.errorbar(
                 cell.cost,
                 cell.reward,
-                xerr=cell.cost_spread,
+                xerr=[[min(cell.cost_spread, max(cell.cost, 0.0))], [cell.cost_spread]],
                 yerr=cell.reward_spread,
-                fmt="o",
+                fmt=marker,
+                color=colour,
+                markersize=7,
                 capsize=3,
-                label=agent,
+                label=f"{agent} ({cell.seeds} seed{'s' if cell.seeds != 1 else ''})",
             )
         axes.axvline(1.0, color="black", linestyle="--", linewidth=1, label="cost limit")
-        axes.set_xlabel("normalized cost")
-        axes.set_ylabel("normalized return")
-        axes.set_title(task, fontsize=10)
-        axes.legend(fontsize=7)
+        axes.set_xlabel("normalized cost (mean ± std over seeds)")
+        axes.set_ylabel("normalized return (mean ± std over seeds)")
+        # A little room left of zero, so the many safe agents at cost 0 show whole markers.
+        right = max(axes.get_xlim()[1], 1.2)
+        axes.set_xlim(-0.04 * right, right)
+        axes.set_title(f"{task} (data: {data.get(task, NOT_RECORDED)})", fontsize=10)
+        axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
         figure.tight_layout()
-        path = folder / f"{task}.png"
         try:
-            with atomic_path(path, suffix=".png") as temporary:
-                figure.savefig(temporary, dpi=110)
+            for suffix in (".png", ".svg"):
+                with atomic_path(folder / f"{task}{suffix}", suffix=suffix) as temporary:
+                    figure.savefig(temporary, dpi=130, bbox_inches="tight")
         finally:
             plt.close(figure)
-        paths.append(path)
+        paths.append(folder / f"{task}.png")
     return paths
 
 
 def write_report(out_dir: str | Path) -> dict[str, Path]:
-    """Render ``report.md``, ``report.csv`` and ``plots/<task>.png`` from a sweep folder."""
+    """Render ``report.md``, ``report.csv`` and ``plots/<task>.png``/``.svg`` from a sweep
+    folder."""
     out = Path(out_dir)
     rows = load_rows(out)
     if not rows:

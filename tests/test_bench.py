@@ -177,6 +177,9 @@ def test_the_report_renders_crafted_rows(tmp_path):
     paths = bench.write_report(tmp_path)
     assert paths["markdown"].read_text().strip() == markdown + "\n\n" + "\n".join(notes)
     assert sorted(p.name for p in paths["plots"].glob("*.png")) == ["TaskA.png", "TaskB.png"]
+    svg = (paths["plots"] / "TaskA.svg").read_text()
+    # The legend says how many seeds each point averages, the title which data.
+    assert "bc_all (2 seeds)" in svg and "built locally" in svg and "mean ± std" in svg
 
 
 def test_the_report_never_hides_which_data_a_task_used():
