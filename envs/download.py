@@ -20,7 +20,6 @@ Users normally call :func:`envs.load_dataset` with ``origin="dsrl"`` or ``"auto"
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import json
 import logging
@@ -30,7 +29,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,7 +181,10 @@ def download_dsrl(
     url = dsrl_url(task_id)
     shown = public_address(url)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    with _exclusive(destination.with_name(f".{destination.name}.lock"), shown):
+    from safe_agents.common.fileio import exclusive_lock
+
+    lock = destination.with_name(f".{destination.name}.lock")
+    with exclusive_lock(lock, wait=True, what=f"downloading {shown}"):
         if destination.is_file():  # another process finished it while this one waited
             return destination
         partial = _Partial(destination)
@@ -339,33 +340,3 @@ def _offline_hint(task_id: str) -> str:
         f"without the internet, build a dataset here with `safe-agents collect --task {task_id}`, "
         f"or set {MIRROR_ENV_VAR} to a mirror of DSRL's files"
     )
-
-
-@contextlib.contextmanager
-def _exclusive(lock_path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on ``lock_path`` while downloading ``what``.
-
-    POSIX ``flock``; where it is missing (Windows) or refused (some network file systems), the
-    download goes on without a lock, with a warning in the second case.
-    """
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(lock_path, "a") as handle:
-        locked = True
-        try:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                _LOG.warning("waiting for another process downloading %s", what)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-        except OSError as error:
-            _LOG.warning("cannot lock %s (%s); downloading without a lock", lock_path, error)
-            locked = False
-        try:
-            yield
-        finally:
-            if locked:
-                fcntl.flock(handle, fcntl.LOCK_UN)

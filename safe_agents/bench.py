@@ -46,7 +46,6 @@ import multiprocessing
 import os
 import socket
 import subprocess
-import sys
 import threading
 import time
 import tomllib
@@ -60,7 +59,7 @@ import numpy as np
 
 from safe_agents.common import registry
 from safe_agents.common.config import CPU, PAPER
-from safe_agents.common.fileio import atomic_path, atomic_write
+from safe_agents.common.fileio import LockHeld, atomic_path, atomic_write, exclusive_lock
 
 logger = logging.getLogger(__name__)
 
@@ -424,23 +423,15 @@ def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
 def _folder_lock(out: Path) -> Iterator[None]:
     """Hold ``<out>/.lock`` for the sweep: a second sweep into the folder would run every run
     again and race the first one's writes. The lock dies with the process that holds it, so a
-    killed sweep never leaves the folder locked. (No lock on Windows, which lacks flock.)"""
-    if sys.platform == "win32":  # pragma: no cover - the sweeps run on Linux and macOS
-        yield
-        return
-    import fcntl
-
-    with open(out / ".lock", "a") as handle:
+    killed sweep never leaves the folder locked."""
+    with contextlib.ExitStack() as stack:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            stack.enter_context(exclusive_lock(out / ".lock", wait=False))
+        except LockHeld:
             raise SweepError(
                 f"another sweep is writing {out}; wait for it to end or choose another folder"
             ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        yield
 
 
 def _remove_leftovers(out: Path) -> None:
