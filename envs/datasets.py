@@ -665,8 +665,16 @@ def _cgroup_memory_left() -> int | None:
         return None
 
 
-def read_hdf5(path: str | os.PathLike, max_bytes: int | None = None) -> OfflineDataset:
+def read_hdf5(
+    path: str | os.PathLike,
+    max_bytes: int | None = None,
+    *,
+    labels: Mapping[str, Any] | None = None,
+) -> OfflineDataset:
     """Read a DSRL-format HDF5 file (ours or one made by DSRL).
+
+    ``labels`` are metadata set over the file's own (how :func:`load_dataset` labels DSRL's
+    files); without them, a file named as DSRL names its files is labelled as that task's.
 
     The shapes the file declares are checked against ``max_bytes`` (default
     :func:`max_dataset_bytes`) before anything is read, so a small file declaring a huge array
@@ -754,7 +762,9 @@ def read_hdf5(path: str | os.PathLike, max_bytes: int | None = None) -> OfflineD
             f"{path} is not a readable HDF5 file (truncated, corrupt or not HDF5?): "
             f"{type(error).__name__}: {error}"
         ) from error
-    if data_origin(metadata) == UNKNOWN and _DSRL_FILE.fullmatch(path.name):
+    if labels is not None:
+        metadata = {**metadata, **labels}
+    elif data_origin(metadata) == UNKNOWN and _DSRL_FILE.fullmatch(path.name):
         metadata = {**metadata, **_dsrl_metadata_for_file(path.name)}
     try:
         return OfflineDataset.from_dict(arrays, metadata=metadata)
@@ -873,13 +883,11 @@ def _read_dsrl(path: Path, task_id: str) -> OfflineDataset:
     """Read a DSRL file, labelled with its task, origin and DSRL's reference values."""
     from envs.download import dsrl_address
 
-    dataset = read_hdf5(path)
-    metadata = {
-        **dataset.metadata,
+    labels = {
         **_dsrl_metadata(task_id, path.name),
         "source_url": dsrl_address(task_id),  # DSRL's address, whichever mirror served it
     }
-    return dataset._with(metadata=metadata)
+    return read_hdf5(path, labels=labels)  # one read, one validation of the arrays
 
 
 def _dsrl_metadata(task_id: str, file_name: str) -> dict[str, Any]:
