@@ -13,6 +13,7 @@ Python 3.11 (see :mod:`envs._compat`).
 
 import safe_agents._notices  # noqa: F401, I001  (first: before gymnasium is imported)
 from envs import _compat
+from envs._compat import SimulatorNotInstalledError
 from envs.adapters import CostAdapter, find_task_spec, make
 from envs.collect import Behaviour, BuildConfig, CostPenalty, build_dataset, density_filter
 from envs.datasets import (
@@ -45,6 +46,7 @@ __all__ = [
     "Normalizer",
     "OfflineDataset",
     "SafetyFilter",
+    "SimulatorNotInstalledError",
     "StripCost",
     "TaskSpec",
     "UnknownTaskError",

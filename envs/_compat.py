@@ -60,19 +60,46 @@ def _numpy_defaults_as_factories() -> Iterator[None]:
         dataclasses.dataclass = original
 
 
+#: What to install for each simulator (the package's extras; see pyproject.toml).
+INSTALL_HINTS = {
+    "bullet": 'pip install "safe-agents[bullet]"',
+    "safety_gymnasium": 'pip install "safe-agents[safety-gymnasium]" and then '
+    "pip install --no-deps safety-gymnasium==1.0.0 (its own pygame==2.1.0 pin has no Python "
+    "3.11 wheel)",
+    "metadrive": 'pip install "safe-agents[metadrive]"',
+}
+SIMULATOR_NAMES = {
+    "bullet": "Bullet-Safety-Gym",
+    "safety_gymnasium": "Safety-Gymnasium",
+    "metadrive": "MetaDrive",
+}
+
+
+class MissingDependencyError(ImportError):
+    """An optional dependency a task needs is not installed; the message says how to install it."""
+
+
+class SimulatorNotInstalledError(MissingDependencyError):
+    """A task's simulator (or one of its libraries) is not installed; the message says how to."""
+
+    def __init__(self, task_id: str, simulator: str, missing: str | None) -> None:
+        name = SIMULATOR_NAMES.get(simulator, simulator)
+        what = f" (no module {missing!r})" if missing else ""
+        super().__init__(
+            f"{task_id} runs on {name}, which is not installed here{what}: "
+            f"{INSTALL_HINTS.get(simulator, 'run scripts/install.sh')}. "
+            "scripts/install.sh installs every simulator.",
+            name=missing,
+        )
+        self.task_id, self.simulator = task_id, simulator
+
+
 def import_safety_gymnasium() -> ModuleType:
     """Import safety-gymnasium 1.0.0 on Python 3.11 (see :func:`_numpy_defaults_as_factories`)."""
     if "safety_gymnasium" in sys.modules:
         return sys.modules["safety_gymnasium"]
     install_import_hooks()
-    try:
-        module = importlib.import_module("safety_gymnasium")  # the hook applies the fix
-    except ImportError as error:
-        raise ImportError(
-            "Safety-Gymnasium tasks need safety-gymnasium 1.0.0; run scripts/install.sh "
-            f"(it installs it without its unsatisfiable pygame pin): {error}"
-        ) from error
-    return module
+    return importlib.import_module("safety_gymnasium")  # the hook applies the fix
 
 
 def import_bullet_safety_gym() -> ModuleType:
@@ -81,7 +108,9 @@ def import_bullet_safety_gym() -> ModuleType:
     Its ``RedirectStream`` flushes the C stream named after ``sys.stdout.name``; under pytest's
     capture, a notebook or any redirected stdout that name is not a C symbol and every env
     constructor raises ``ValueError: undefined symbol``. The flush is kept for the real
-    ``<stdout>``/``<stderr>`` and skipped otherwise (the redirect itself still works).
+    ``<stdout>``/``<stderr>`` and skipped otherwise (the redirect itself still works). A stdout
+    with no file descriptor at all (an ``io.StringIO``) is not redirected, where every env
+    constructor raised ``io.UnsupportedOperation: fileno``.
     """
     if "bullet_safety_gym" in sys.modules:
         return sys.modules["bullet_safety_gym"]
@@ -100,7 +129,30 @@ def import_bullet_safety_gym() -> ModuleType:
             flush(stream)
 
     builder.RedirectStream._flush_c_stream = staticmethod(flush_real_streams_only)
+    # The redirect duplicates the stream's file descriptor; a stream without one
+    # (contextlib.redirect_stdout(io.StringIO()), pytest's capsys) is left as it is.
+    enter, leave = builder.RedirectStream.__enter__, builder.RedirectStream.__exit__
+
+    def enter_if_real(self) -> None:  # type: ignore[no-untyped-def]
+        self.redirected = _has_file_descriptor(self.stream)
+        if self.redirected:
+            enter(self)
+
+    def exit_if_entered(self, *exc_info) -> None:  # type: ignore[no-untyped-def]
+        if self.redirected:
+            leave(self, *exc_info)
+
+    builder.RedirectStream.__enter__ = enter_if_real
+    builder.RedirectStream.__exit__ = exit_if_entered
     return module
+
+
+def _has_file_descriptor(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both of the last
+        return False
+    return True
 
 
 def import_dsrl_infos() -> ModuleType | None:

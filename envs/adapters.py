@@ -99,6 +99,8 @@ def make(task_id: str, **overrides: Any) -> gym.Env:
 
     Raises:
         UnknownTaskError: for an unknown ``task_id`` (the message lists close matches).
+        SimulatorNotInstalledError: (an ``ImportError``) when the task's simulator is not
+            installed; the message names the extra to install.
     """
     spec = get_task(task_id)
     max_episode_steps = overrides.pop("max_episode_steps", spec.max_episode_steps)
@@ -110,6 +112,16 @@ def make(task_id: str, **overrides: Any) -> gym.Env:
         raise ValueError(f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}")
     max_episode_steps = int(max_episode_steps)
     kwargs = {**spec.env_kwargs, **overrides}
+    try:
+        return _make_task_env(spec, max_episode_steps, kwargs)
+    except ModuleNotFoundError as error:
+        if spec.simulator == "toy":
+            raise
+        missing = error.name
+        raise _compat.SimulatorNotInstalledError(spec.task_id, spec.simulator, missing) from error
+
+
+def _make_task_env(spec: TaskSpec, max_episode_steps: int, kwargs: dict[str, Any]) -> gym.Env:
     if spec.simulator == "toy":
         from envs.toy import ToyReachAvoidEnv
 

@@ -13,7 +13,7 @@ from envs.adapters import find_task_spec
 from envs.datasets import OfflineDataset
 from envs.metrics import Normalizer
 from envs.tasks import TaskSpec
-from envs.wrappers import resolve_normalizer, step_cost
+from envs.wrappers import NormalizedMetrics, find_wrapper, resolve_normalizer, step_cost
 
 Policy = Callable[[np.ndarray], np.ndarray] | Any
 
@@ -157,7 +157,9 @@ def evaluate(
         n_episodes: number of episodes.
         seed: seed of the first episode.
         deterministic: passed to ``predict``.
-        cost_limit: overrides the task's cost limit for the normalized cost.
+        cost_limit: overrides the task's cost limit for the normalized cost. On a custom
+            environment (no task, no :class:`envs.NormalizedMetrics` wrapper) an agent's
+            training data's cost limit is used when this is None.
         reward_range: ``(R_min, R_max)`` overriding the reference returns, e.g.
             ``dataset.reference_range()``.
 
@@ -172,12 +174,17 @@ def evaluate(
     if isinstance(env, gym.vector.VectorEnv):
         spec = _vector_task_spec(env)
         reward_range, normalization = _reference_returns(policy, spec, reward_range)
+        if spec is None and cost_limit is None:
+            cost_limit = _trained_cost_limit(policy)
         task_id = spec.task_id if spec is not None else None
         normalizer = resolve_normalizer(env, task_id, reward_range, cost_limit)
         results = _run_vector(policy, env, n_episodes, seed, deterministic)
         return _report(results, normalizer, normalization)
     act = _EpisodeActor(policy, deterministic)
-    reward_range, normalization = _reference_returns(policy, find_task_spec(env), reward_range)
+    spec = find_task_spec(env)
+    reward_range, normalization = _reference_returns(policy, spec, reward_range)
+    if spec is None and cost_limit is None and find_wrapper(env, NormalizedMetrics) is None:
+        cost_limit = _trained_cost_limit(policy)
     normalizer = resolve_normalizer(env, reward_range=reward_range, cost_limit=cost_limit)
     results = {"return": [], "cost": [], "length": []}
     for episode in range(n_episodes):
@@ -320,6 +327,14 @@ def _reference_returns(
     if spec.dsrl_name is None:
         return None, "the task's reference returns (its shipped dataset's range)"
     return None, "DSRL reference returns (the task's)"
+
+
+def _trained_cost_limit(policy: Policy) -> float | None:
+    """The cost limit of an agent's training data, for a custom environment that has none."""
+    trained_on = getattr(policy, "training_data", None)
+    if isinstance(trained_on, dict) and trained_on.get("cost_limit") is not None:
+        return float(trained_on["cost_limit"])
+    return None
 
 
 def collect_episodes(

@@ -2,6 +2,8 @@
 
 Reference episode returns and costs are DSRL's published values, read from the ``dsrl`` package
 (``dsrl.infos``) the first time a task is looked up; the toy task's come from its shipped dataset.
+Without ``dsrl`` (a core install) only the toy task is registered, and looking up a DSRL task
+raises an ``ImportError`` that says how to install it.
 They are what the normalized metrics divide by (see :mod:`envs.metrics`).
 """
 
@@ -106,13 +108,22 @@ def _static_task_ids() -> list[str]:
 
 @functools.cache
 def _registry() -> dict[str, TaskSpec]:
+    tasks: dict[str, TaskSpec] = {}
+    tasks[TOY_TASK_ID] = TaskSpec(
+        task_id=TOY_TASK_ID,
+        simulator="toy",
+        env_name="ToyReachAvoid",
+        max_episode_steps=100,
+        cost_limit=TOY_COST_LIMIT,
+        reward_min=TOY_REFERENCE["reward_min"],
+        reward_max=TOY_REFERENCE["reward_max"],
+        cost_min=TOY_REFERENCE["cost_min"],
+        cost_max=TOY_REFERENCE["cost_max"],
+    )
     infos = _compat.import_dsrl_infos()
     if infos is None:
-        raise ImportError(
-            "The task registry reads DSRL's reference values from the dsrl package, which is not "
-            "installed; run scripts/install.sh"
-        )
-    tasks: dict[str, TaskSpec] = {}
+        # A core install: the toy task only. get_task names what the DSRL tasks need.
+        return tasks
 
     def add(task_id: str, simulator: Simulator, env_name: str, dsrl_name: str, **kwargs: Any):
         tasks[task_id] = TaskSpec(
@@ -144,18 +155,14 @@ def _registry() -> dict[str, TaskSpec]:
                 map=blocks,
                 traffic_density=density,
             )
-    tasks[TOY_TASK_ID] = TaskSpec(
-        task_id=TOY_TASK_ID,
-        simulator="toy",
-        env_name="ToyReachAvoid",
-        max_episode_steps=100,
-        cost_limit=TOY_COST_LIMIT,
-        reward_min=TOY_REFERENCE["reward_min"],
-        reward_max=TOY_REFERENCE["reward_max"],
-        cost_min=TOY_REFERENCE["cost_min"],
-        cost_max=TOY_REFERENCE["cost_max"],
-    )
     return tasks
+
+
+#: How to install what the DSRL tasks' registry entries come from.
+DSRL_INSTALL_HINT = (
+    "pip install --no-deps dsrl==0.1.0 (without its dependencies: it pins safety-gymnasium "
+    "0.4.0; scripts/install.sh installs it)"
+)
 
 
 class UnknownTaskError(KeyError):
@@ -179,10 +186,17 @@ def get_task(task_id: str) -> TaskSpec:
 
     Raises:
         UnknownTaskError: (a ``KeyError``) for an unknown id, listing the closest registered ids.
+        MissingDependencyError: (an ``ImportError``) for a DSRL task when the ``dsrl`` package
+            is not installed.
     """
     registry = _registry()
     if task_id in registry:
         return registry[task_id]
+    if task_id in _static_task_ids():
+        raise _compat.MissingDependencyError(
+            f"{task_id} is a DSRL task: its episode length and reference returns come from DSRL's "
+            f"tables in the dsrl package, which is not installed here. {DSRL_INSTALL_HINT}"
+        )
     needle = task_id.lower()
     close = [known for known in registry if needle in known.lower()][:5]
     close = close or difflib.get_close_matches(task_id, registry, n=5, cutoff=0.5)

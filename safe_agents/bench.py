@@ -44,6 +44,8 @@ import json
 import logging
 import multiprocessing
 import os
+import platform
+import re
 import socket
 import subprocess
 import threading
@@ -137,6 +139,10 @@ def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int])
     return [Run(a, t, int(s)) for a, t, s in itertools.product(names, tasks, seeds)]
 
 
+#: Hyperparameters that are the lengths of an agent's training stages before its policy stage.
+STAGE_STEPS = ("pretrain_steps", "discriminator_steps", "diffusion_train_steps")
+
+
 def budget(agent: str, task: str, settings: SweepSettings) -> tuple[int, dict[str, Any]]:
     """``(n_steps, hyperparameters)`` of ``agent`` on ``task`` under the sweep's profile.
 
@@ -180,11 +186,21 @@ def budget(agent: str, task: str, settings: SweepSettings) -> tuple[int, dict[st
         n_steps = defaults.n_steps
     if "n_steps" in settings.overrides:
         planned, n_steps = int(n_steps), int(settings.overrides["n_steps"])
-        pretrain = hyperparameters.get("pretrain_steps", getattr(defaults, "pretrain_steps", 0))
-        if pretrain:
-            # A two-phase agent (DRCORL) keeps its pretraining share of a shortened run, so the
-            # run still extracts a policy.
-            hyperparameters["pretrain_steps"] = min(n_steps * pretrain // planned, n_steps - 1)
+        # A staged agent (DRCORL's pretraining; DSPO's discriminator and generator) keeps each
+        # stage's share of a shortened run, so the run still reaches its policy stage.
+        stages = {
+            name: int(hyperparameters.get(name, getattr(defaults, name)))
+            for name in STAGE_STEPS
+            if hasattr(defaults, name)
+        }
+        if stages and n_steps <= len(stages):
+            names = ", ".join(stages)
+            raise ValueError(
+                f"{agent} trains in {len(stages) + 1} stages ({names}, then the policy): "
+                f"n_steps={n_steps} is too short, give at least {len(stages) + 1}"
+            )
+        for name, steps in stages.items():
+            hyperparameters[name] = max(1, n_steps * steps // planned) if steps else 0
     return int(n_steps), hyperparameters
 
 
@@ -275,8 +291,21 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
         ),
         "eval_seconds": round(eval_seconds, 2),
         "package_version": __version__,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": machine_description(),
     }
     return row, agent_bytes
+
+
+def machine_description() -> str:
+    """The machine a run trained on, for the report: system, CPUs, torch, GPU if one is used."""
+    import torch
+
+    system = f"{platform.system()} {platform.machine()}"
+    text = f"{system}, {os.cpu_count()} CPUs, torch {torch.__version__}"
+    if torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
 
 
 def _record(out: Path, run: Run, row: dict[str, Any], agent_bytes: bytes | None) -> dict[str, Any]:
@@ -931,3 +960,139 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     plot_tasks(rows, out / "plots")
     paths["plots"] = out / "plots"
     return paths
+
+
+# ---------------------------------------------------------------------- the README's headline
+HEADLINE_BEGIN = "<!-- headline: {source} -->"
+HEADLINE_END = "<!-- /headline -->"
+_HEADLINE_MARK = re.compile(r"<!-- headline: (?P<source>[^ ]+) -->\n.*?<!-- /headline -->", re.S)
+
+
+def _short_task(task: str) -> str:
+    """``OfflineBallRun-v0`` -> ``BallRun`` (column titles)."""
+    name = task.removeprefix("Offline")
+    return re.sub(r"(Gymnasium)?-v\d+$", "", name)
+
+
+def _recorded(rows: Sequence[dict[str, Any]], key: str, width: int | None = None) -> str:
+    values = sorted({str(row[key])[:width] for row in rows if row.get(key)})
+    missing = sum(1 for row in rows if not row.get(key))
+    if not values:
+        return "not recorded"
+    text = ", ".join(values)
+    return text + (f" (not recorded in {missing} of {len(rows)} rows)" if missing else "")
+
+
+def headline_table(rows: Sequence[dict[str, Any]], source: str) -> str:
+    """The README's results table, generated from a sweep's rows (never copied by hand).
+
+    One line per agent: normalized return / normalized cost per task (mean over seeds of the
+    mean over episodes; bold when unsafe), the number of tasks where the agent is safe, and
+    the average per simulator with more than one task and over all tasks. Under the table: how
+    many seeds and episodes, the profile, when, on which machine and at which code revision the
+    rows were made, and which data each task's agents were trained on.
+    """
+    cells = table(rows)
+    tasks = list(cells)
+    simulators = {row["task"]: row.get("simulator", "?") for row in rows}
+    agents = sorted({agent for row in cells.values() for agent in row})
+    averages = {
+        name: values
+        for name, values in _averages(cells, simulators).items()
+        if name == "average" or sum(1 for t in tasks if f"average {simulators[t]}" == name) > 1
+    }
+    if len(tasks) < 2:
+        averages.pop("average", None)
+    header = ["agent", *(_short_task(task) for task in tasks), "safe on", *averages]
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    for agent in agents:
+        entries = [agent]
+        for task in tasks:
+            cell = cells[task].get(agent)
+            if cell is None:
+                entries.append("-")
+                continue
+            text = f"{cell.reward:.2f} / {cell.cost:.2f}"
+            entries.append(text if cell.safe else f"**{text}**")
+        present = [cells[task][agent] for task in tasks if agent in cells[task]]
+        entries.append(f"{sum(cell.safe for cell in present)} of {len(present)}")
+        for values in averages.values():
+            entries.append(
+                f"{values[agent][0]:.2f} / {values[agent][1]:.2f}" if agent in values else "-"
+            )
+        lines.append("| " + " | ".join(entries) + " |")
+    seeds = sorted({cell.seeds for row in cells.values() for cell in row.values()})
+    episodes = sorted({len(row["episodes"]["return"]) for row in rows if "episodes" in row})
+    data = data_labels(rows)
+    notes = [
+        f"Normalized return / normalized cost (safe when the cost is at most 1; **bold**: unsafe), "
+        f"the final iterate, mean over {'/'.join(map(str, seeds))} training seeds of "
+        f"{'/'.join(map(str, episodes)) or '?'} evaluation episodes each. Generated from "
+        f"`{source}` by `safe-agents report --headline README.md`.",
+        f"- Budgets: profile {_recorded(rows, 'profile')}; gradient steps "
+        + ", ".join(
+            f"{agent} {'/'.join(sorted({str(r['n_steps']) for r in rows if r['agent'] == agent}))}"
+            for agent in agents
+        )
+        + ".",
+        f"- Run on: {_recorded(rows, 'finished', 10)}; machine: {_recorded(rows, 'machine')}; "
+        f"code revision: {_recorded(rows, 'git_revision', 7)}.",
+    ]
+    for task in tasks:
+        provenance = _recorded([r for r in rows if r["task"] == task], "data_provenance")
+        normalization = _recorded([r for r in rows if r["task"] == task], "normalization")
+        notes.append(
+            f"- {_short_task(task)} data ({data[task]}): {provenance}; normalized return uses "
+            f"{normalization}."
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(notes)
+
+
+def render_headlines(text: str, base: str | Path) -> tuple[str, list[str]]:
+    """``text`` with each headline block regenerated from its folder (relative to ``base``).
+
+    A block starts with ``<!-- headline: FOLDER -->`` and ends with ``<!-- /headline -->``;
+    what lies between is replaced by :func:`headline_table` of FOLDER's rows.
+
+    Returns:
+        The new text and the folders its blocks were generated from.
+
+    Raises:
+        ValueError: a folder without rows.
+    """
+    sources: list[str] = []
+
+    def render(match: re.Match[str]) -> str:
+        source = match["source"]
+        rows = load_rows(Path(base) / source)
+        if not rows:
+            raise ValueError(f"the headline's folder {source} has no result rows")
+        sources.append(source)
+        begin = HEADLINE_BEGIN.format(source=source)
+        return f"{begin}\n{headline_table(rows, source)}\n{HEADLINE_END}"
+
+    return _HEADLINE_MARK.sub(render, text), sources
+
+
+def update_headline(document: str | Path) -> list[str]:
+    """Regenerate every headline block of ``document`` (e.g. README.md) in place, atomically.
+
+    See :func:`render_headlines`; folders are relative to the document's folder.
+
+    Returns:
+        The folders the blocks were generated from.
+
+    Raises:
+        ValueError: the document has no headline block, or a folder has no rows.
+    """
+    path = Path(document)
+    text = path.read_text()
+    updated, sources = render_headlines(text, path.parent)
+    if not sources:
+        raise ValueError(
+            f"{path} has no headline block: add a line {HEADLINE_BEGIN.format(source='FOLDER')} "
+            f"and a line {HEADLINE_END} where the table goes"
+        )
+    if updated != text:
+        atomic_write(path, updated)
+    return sources

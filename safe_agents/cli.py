@@ -18,8 +18,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-DEMO_TASKS = (
-    "OfflineToyReachAvoid-v0",
+ENV_HELP = (
+    "a custom environment instead of --task: MODULE:FUNCTION (FUNCTION() returns a "
+    "gymnasium.Env whose info has 'cost'; MODULE may be a .py file in the current folder) or a "
+    "Gymnasium id; train needs --dataset with it"
+)
+
+DEMO_SIMULATOR_TASKS = (
     "OfflineBallRun-v0",
     "OfflineHalfCheetahVelocityGymnasium-v1",
     "OfflinePointGoal1Gymnasium-v0",
@@ -56,42 +61,81 @@ class _RandomPolicy:
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
-    """Load the shipped toy dataset, train BC-All and BC-Safe on it, roll out in every simulator."""
+    """FISOR, BC-All and BC-Safe on the shipped toy data, in about two minutes on 2 cores.
+
+    Trains FISOR (its cpu preset's networks for --fisor-steps gradient steps), BC-All and BC-Safe
+    on the toy reach-avoid dataset, prints each agent's normalized return and cost, saves FISOR
+    and draws its learned feasible region, then checks that each installed simulator runs.
+    """
     import envs
+    from envs.plots import plot_feasibility
+    from envs.tasks import TOY_TASK_ID as task
+    from safe_agents import FISOR, BCAll, BCSafe
 
-    data = envs.load_dataset("OfflineToyReachAvoid-v0")
+    data = envs.load_dataset(task)
     summary = data.summary()
+    limit = data.metadata["cost_limit"]
     print(
-        f"Toy dataset: {summary['episodes']} episodes, {summary['transitions']} transitions, "
-        f"{summary['safe_fraction']:.0%} within the cost limit "
-        f"{data.metadata['cost_limit']:g}; best safe return {summary['best_safe_return']:.1f} "
-        f"vs best overall {summary['return_max']:.1f}"
+        f"{task}: reach the goal, avoid the hazard. Data: {data.provenance}; "
+        f"{summary['episodes']} episodes, {summary['safe_fraction']:.0%} of them within the cost "
+        f"limit {limit:g}; best safe return {summary['best_safe_return']:.1f}, best overall "
+        f"{summary['return_max']:.1f}."
     )
-    from safe_agents import BCAll, BCSafe
-
-    env = envs.make("OfflineToyReachAvoid-v0")
-    print(f"\nBC-All and BC-Safe, {args.train_steps} gradient steps each, 10 evaluation episodes:")
-    for agent_class in (BCAll, BCSafe):
+    env = envs.make(task)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    fisor = FISOR(env, seed=args.seed, preset="cpu")
+    runs = [
+        (BCAll(env, seed=args.seed), args.bc_steps, "imitates every episode, reckless ones too"),
+        (BCSafe(env, seed=args.seed), args.bc_steps, "imitates the episodes within the limit"),
+        (fisor, args.fisor_steps, "feasibility-guided diffusion policy (cpu preset)"),
+    ]
+    rows = []
+    for agent, steps, what in runs:
+        print(f"\ntraining {agent.name}: {what}, {steps} gradient steps", flush=True)
         start = time.perf_counter()
-        agent = agent_class(env, seed=args.seed).learn_offline(data, n_steps=args.train_steps)
+        agent.learn_offline(data, n_steps=steps, progress_bar=not args.no_progress)
         seconds = time.perf_counter() - start
-        report = envs.evaluate(agent, env, n_episodes=10, seed=args.seed)
-        print(f"  {agent_class.name:8s} {_format_report(report)}  (trained in {seconds:.1f} s)")
+        report = envs.evaluate(agent, env, n_episodes=args.episodes, seed=args.seed)
+        safe = sum(cost <= 1.0 for cost in report["normalized_cost"])
+        rows.append((agent.name, steps, seconds, report, safe))
+    agent_path = fisor.save(out / "fisor_toy.zip")
+    picture = plot_feasibility(fisor.feasibility_value, out / "fisor_feasibility.png", fisor)
 
-    print(f"\nRandom actions, {args.episodes} episode(s) of at most {args.steps} steps per task:")
-    for task_id in DEMO_TASKS:
-        length = min(args.steps, envs.get_task(task_id).max_episode_steps)
-        env = envs.make(task_id, max_episode_steps=length)
+    print(f"\n{args.episodes} evaluation episodes each (normalized cost <= 1: within the limit):")
+    print(
+        f"  {'agent':8s} {'steps':>6s} {'train s':>8s} {'normalized return':>18s} "
+        f"{'normalized cost':>16s} {'safe episodes':>14s}"
+    )
+    for name, steps, seconds, report, safe in rows:
+        print(
+            f"  {name:8s} {steps:6d} {seconds:8.1f} {report['mean_normalized_return']:18.3f} "
+            f"{report['mean_normalized_cost']:16.3f} {f'{safe}/{args.episodes}':>14s}"
+        )
+    preset_steps = FISOR.config_class.presets["cpu"]["n_steps"]
+    print(
+        f"\nFISOR saved to {agent_path}; its feasible region (V_h <= 0) is drawn in {picture}.\n"
+        f"The cpu preset trains FISOR for {preset_steps:,} steps: "
+        f"safe-agents train fisor --task {task} --preset cpu"
+    )
+
+    print(f"\nSimulators (one episode of at most {args.steps} random steps each):")
+    for task_id in DEMO_SIMULATOR_TASKS:
+        try:
+            length = min(args.steps, envs.get_task(task_id).max_episode_steps)
+            env = envs.make(task_id, max_episode_steps=length)
+        except ImportError as error:  # a simulator or dsrl not installed: say how to get it
+            print(f"  {task_id:40s} not available: {error}")
+            continue
         env.action_space.seed(args.seed)
         start = time.perf_counter()
-        report = envs.evaluate(_RandomPolicy(env.action_space), env, args.episodes, args.seed)
+        report = envs.evaluate(_RandomPolicy(env.action_space), env, 1, args.seed)
         env.close()
         seconds = time.perf_counter() - start
-        print(f"  {task_id:40s} {_format_report(report)}  ({seconds:.1f} s)")
-    print(
-        "\n(Normalized return uses each task's full-length reference returns, so short random "
-        "rollouts score low.)"
-    )
+        print(
+            f"  {task_id:40s} runs: return {report['mean_return']:8.2f}, cost "
+            f"{report['mean_cost']:6.2f} ({seconds:.1f} s)"
+        )
 
 
 def cmd_info(args: argparse.Namespace) -> None:
@@ -154,16 +198,79 @@ def _parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
+def load_env(spec: str) -> Any:
+    """A user's environment from ``--env``: ``module:function`` or a Gymnasium id.
+
+    ``module:function`` imports ``module`` (the current folder is searched first, as with
+    ``python -m``) and calls ``function()``, which returns the environment; anything else goes to
+    ``gymnasium.make`` (including Gymnasium's own ``module:EnvId-v0`` form). Its ``step`` must
+    report the cost in ``info["cost"]``.
+    """
+    import importlib
+
+    import gymnasium as gym
+
+    module_name, _, attribute = spec.partition(":")
+    if attribute:
+        if os.getcwd() not in sys.path:
+            sys.path.insert(0, os.getcwd())
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as error:
+            raise UserError(f"--env {spec}: cannot import {module_name!r}: {error}") from error
+        factory = getattr(module, attribute, None)
+        if callable(factory) and not isinstance(factory, str):
+            env = factory()
+            if not isinstance(env, gym.Env):
+                raise UserError(
+                    f"--env {spec}: {attribute}() returned {type(env).__name__}, "
+                    "not a gymnasium.Env"
+                )
+            return env
+    try:
+        return gym.make(spec)
+    except gym.error.Error as error:
+        raise UserError(
+            f"--env {spec}: neither module:function nor a Gymnasium id ({error})"
+        ) from error
+
+
+def _environment(args: argparse.Namespace) -> tuple[Any, str]:
+    """The environment ``--task`` or ``--env`` names, and a label for file names and output."""
+    import envs
+
+    if args.env is None:
+        if args.task is None:
+            raise UserError("give --task TASK_ID (see `safe-agents info`) or --env MODULE:FUNCTION")
+        return envs.make(args.task), args.task
+    if args.task is not None:
+        raise UserError("give --task or --env, not both")
+    return load_env(args.env), args.env.replace(":", ".").replace("/", ".")
+
+
+def _start_wandb(project: str, run_name: str, agent: Any, log_dir: Path) -> Any:
+    """A Weights & Biases run that receives the training rows (``WANDB_MODE=offline`` works)."""
+    try:
+        import wandb
+    except ImportError as error:
+        raise UserError('--wandb needs wandb: pip install "safe-agents[wandb]"') from error
+    log_dir.mkdir(parents=True, exist_ok=True)
+    config = {"algorithm": agent.name, "preset": agent.preset, **agent.config.to_dict()}
+    return wandb.init(project=project, name=run_name, config=config, dir=str(log_dir))
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     """Train an agent offline on a task's dataset, save it, and evaluate it."""
     import envs
     from safe_agents import make_agent
     from safe_agents.common.callbacks import RemainingTimeCallback
 
+    if args.env is not None and args.dataset is None:
+        raise UserError("--env needs --dataset FILE: a custom environment has no task dataset")
     # The data first: a missing dataset is reported before a simulator is started.
     dataset = envs.load_dataset(args.dataset or args.task, origin=args.data_origin)
     print(f"data: {dataset.provenance}; normalized return uses {dataset.normalization}")
-    env = envs.make(args.task)
+    env, env_label = _environment(args)
     agent = make_agent(
         args.algo,
         env,
@@ -178,7 +285,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         f"{agent.torch_threads or torch_default_threads()} torch thread(s))"
     )
     out = Path(args.out)
-    run_name = f"{agent.name}-{args.task}-seed{agent.seed}"
+    run_name = f"{agent.name}-{env_label}-seed{agent.seed}"
+    wandb_run = _start_wandb(args.wandb, run_name, agent, out / run_name) if args.wandb else None
     learn_kwargs: dict[str, Any] = {}
     if agent.needs_demos:
         # The cost-label-free setting (DSPO): the costs are removed and kept only for evaluation.
@@ -198,6 +306,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         log_interval=args.log_interval,
     )
     seconds = time.perf_counter() - start
+    if wandb_run is not None:
+        wandb_run.finish()
     path = agent.save(out / f"{run_name}.zip")
     losses = {key: round(value, 5) for key, value in agent.logger.latest.items()}
     print(f"trained {agent.name} for {agent.num_steps} steps in {seconds:.1f} s: {losses}")
@@ -214,7 +324,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from safe_agents import load_agent
 
     agent = load_agent(args.path)
-    env = envs.make(args.task)
+    env, env_label = _environment(args)
     report = envs.evaluate(
         agent, env, n_episodes=args.episodes, seed=args.seed, deterministic=not args.stochastic
     )
@@ -222,7 +332,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     if args.json:
         print(json.dumps(report, indent=2))
         return
-    print(f"{agent.name} on {args.task}, {args.episodes} episodes: {_format_report(report)}")
+    print(f"{agent.name} on {env_label}, {args.episodes} episodes: {_format_report(report)}")
     if "normalization" in report:
         print(f"normalized return uses {report['normalization']}")
     if "normalized_cost" in report:
@@ -383,9 +493,23 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    """Render a sweep folder's table (Markdown and CSV) and one reward-cost plot per task."""
+    """Render a sweep folder's table (Markdown and CSV) and one reward-cost plot per task.
+
+    With --headline README.md, regenerate the README's results table from the sweep folder
+    its headline block names instead.
+    """
     from safe_agents import bench
 
+    if args.headline is not None:
+        if args.folder is not None:
+            raise UserError("--headline regenerates from the folders its blocks name: no FOLDER")
+        if not Path(args.headline).is_file():
+            raise UserError(f"no file {args.headline}")
+        sources = bench.update_headline(args.headline)
+        print(f"regenerated the headline of {args.headline} from {', '.join(sources)}")
+        return
+    if args.folder is None:
+        raise UserError("give a sweep FOLDER (or --headline FILE)")
     if not Path(args.folder).is_dir():
         raise UserError(f"no sweep folder {args.folder}")
     paths = bench.write_report(args.folder)
@@ -417,24 +541,37 @@ def build_parser() -> argparse.ArgumentParser:
         description="Safe offline reinforcement learning with diffusion models.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    from safe_agents import __version__
+
+    parser.add_argument("--version", action="version", version=f"safe-agents {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser(
         "demo",
-        help="the quick check: toy dataset, BC-Safe, and a short rollout in every simulator",
+        help="FISOR, BC-All and BC-Safe on the toy task (about two minutes), then the simulators",
         description=cmd_demo.__doc__,
     )
-    demo.add_argument("--episodes", type=int, default=1, help="rollout episodes per task")
-    demo.add_argument("--steps", type=int, default=200, help="maximum steps per episode")
-    demo.add_argument("--train-steps", type=int, default=2000, help="BC gradient steps")
+    demo.add_argument(
+        "--fisor-steps", type=int, default=5000, help="FISOR gradient steps (default 5000)"
+    )
+    demo.add_argument(
+        "--bc-steps", type=int, default=2000, help="BC-All/BC-Safe gradient steps (default 2000)"
+    )
+    demo.add_argument("--episodes", type=int, default=10, help="evaluation episodes (default 10)")
+    demo.add_argument(
+        "--steps", type=int, default=50, help="random steps per simulator check (default 50)"
+    )
+    demo.add_argument("--out", default="safe-agents-demo", help="output folder")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     demo.set_defaults(handler=cmd_demo)
 
     train = commands.add_parser(
         "train", help="train an agent offline", description=cmd_train.__doc__
     )
     train.add_argument("algo", help="algorithm name (see `safe-agents info`)")
-    train.add_argument("--task", required=True, help="task id, e.g. OfflineToyReachAvoid-v0")
+    train.add_argument("--task", help="task id, e.g. OfflineToyReachAvoid-v0")
+    train.add_argument("--env", help=ENV_HELP)
     train.add_argument("--dataset", help="DSRL-format HDF5 file (default: the task's dataset)")
     _add_data_origin(train)
     train.add_argument(
@@ -471,13 +608,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="safe demonstrations for agents that learn without cost labels (DSPO; default 10)",
     )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--wandb",
+        metavar="PROJECT",
+        help="also log to this Weights & Biases project (needs the [wandb] extra)",
+    )
     train.set_defaults(handler=cmd_train)
 
     evaluate = commands.add_parser(
         "evaluate", help="evaluate a saved agent", description=cmd_evaluate.__doc__
     )
     evaluate.add_argument("path", help="a saved agent (.zip)")
-    evaluate.add_argument("--task", required=True, help="task id to evaluate on")
+    evaluate.add_argument("--task", help="task id to evaluate on")
+    evaluate.add_argument("--env", help=ENV_HELP)
     evaluate.add_argument("--episodes", type=int, default=10, help="episodes (default 10)")
     evaluate.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     evaluate.add_argument("--stochastic", action="store_true", help="sample actions")
@@ -579,7 +722,13 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report", help="render a sweep folder's table and plots", description=cmd_report.__doc__
     )
-    report.add_argument("folder", help="a folder written by safe-agents bench")
+    report.add_argument("folder", nargs="?", help="a folder written by safe-agents bench")
+    report.add_argument(
+        "--headline",
+        metavar="FILE",
+        help="instead: regenerate FILE's results tables (README.md) between its "
+        "'<!-- headline: FOLDER -->' and '<!-- /headline -->' lines from FOLDER's rows",
+    )
     report.set_defaults(handler=cmd_report)
 
     info = commands.add_parser(
@@ -598,6 +747,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     from envs import DatasetError, DownloadError, UnknownTaskError
+    from envs._compat import MissingDependencyError
 
     try:
         args.handler(args)
@@ -606,6 +756,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         UnknownTaskError,
         DatasetError,
         DownloadError,
+        MissingDependencyError,
         FileNotFoundError,
         ValueError,
     ) as error:

@@ -87,6 +87,9 @@ WEIGHTINGS = ("feasibility", "uniform")
 class FISORConfig(DiffusionPolicyConfig):
     """FISOR hyperparameters (the authors' code defaults unless noted).
 
+    ``gamma``, ``tau``, ``diffusion_steps``, ``beta_schedule``, ``sampler``, ``actor_width``,
+    ``actor_blocks``, ``ema_tau`` and ``n_candidates`` are validated by ``DiffusionPolicyConfig``.
+
     Attributes:
         n_steps: training steps; the authors train 1M.
         batch_size: critic minibatch (256).
@@ -118,8 +121,6 @@ class FISORConfig(DiffusionPolicyConfig):
             that (the authors' 64 -> 128 -> 128, frequencies drawn with std 0.2).
         ema_tau: EMA rate of the sampling copy of the noise network, per actor update (0.001).
         n_candidates: actions sampled per state at execution (16).
-        (gamma, tau, diffusion_steps, beta_schedule, sampler, actor_width, actor_blocks,
-        ema_tau and n_candidates are validated by ``DiffusionPolicyConfig``.)
         selection: ``"safest"`` (argmin Q_h, the paper's) or ``"reward_within_threshold"``.
         actor_weighting: ``"feasibility"`` (Eq. 13) or ``"uniform"`` (every weight 1: plain
             diffusion behaviour cloning, an ablation).

@@ -21,7 +21,7 @@ from safe_agents.cli import main
 TOY = "OfflineToyReachAvoid-v0"
 TINY = bench.SweepSettings(episodes=2, overrides={"n_steps": 30})
 # What differs between two executions of the same run: timings and where it ran.
-VOLATILE = {"train_seconds", "eval_seconds", "git_revision"}
+VOLATILE = {"train_seconds", "eval_seconds", "git_revision", "finished"}
 
 
 def stable(rows: list[dict]) -> list[dict]:
@@ -261,6 +261,17 @@ def test_a_shortened_sweep_keeps_drcorls_pretraining_share():
     assert bench.budget("drcorl", TOY, full)[1]["pretrain_steps"] == 10
 
 
+def test_a_shortened_sweep_keeps_dspos_stage_shares():
+    # The cpu preset: 1k discriminator + 2.5k generator steps of 5k; --steps 30 keeps the shares.
+    shortened = bench.SweepSettings(overrides={"n_steps": 30})
+    steps, hyperparameters = bench.budget("dspo", TOY, shortened)
+    assert steps == 30
+    assert hyperparameters["discriminator_steps"] == 6
+    assert hyperparameters["diffusion_train_steps"] == 15
+    with pytest.raises(ValueError, match="dspo trains in 3 stages"):
+        bench.budget("dspo", TOY, bench.SweepSettings(overrides={"n_steps": 2}))
+
+
 def test_a_folder_swept_with_other_settings_is_refused_unless_forced(tmp_path):
     runs = bench.plan_runs(["bc_all"], [TOY], [0])
     (row,) = bench.run_sweep(runs, TINY, tmp_path, workers=1)
@@ -423,3 +434,55 @@ def test_a_killed_sweep_takes_its_workers_with_it(tmp_path):
         for pid in workers:
             if alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_the_readme_headline_is_the_one_its_rows_generate():
+    # The README's results table is generated (safe-agents report --headline README.md), never
+    # edited by hand: regenerating it from the rows it names changes nothing.
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "README.md").read_text()
+    regenerated, sources = bench.render_headlines(text, root)
+    assert sources == ["benchmarks/results/bench_quick"]
+    assert regenerated == text, "README.md's headline is stale: safe-agents report --headline"
+
+
+def test_headline_table_counts_safe_tasks_and_says_where_rows_came_from(tmp_path):
+    rows = []
+    for task, simulator in (("OfflineToyReachAvoid-v0", "toy"), ("OfflineBallRun-v0", "bullet")):
+        costs = (0.5, 2.5) if task == "OfflineBallRun-v0" else (0.2, 0.2)
+        for seed, cost in enumerate(costs):
+            rows.append(
+                {
+                    "agent": "fisor",
+                    "task": task,
+                    "seed": seed,
+                    "simulator": simulator,
+                    "n_steps": 100,
+                    "profile": "quick",
+                    "mean_return": 1.5,
+                    "mean_cost": cost,
+                    "mean_normalized_return": 0.5,
+                    "mean_normalized_cost": cost,
+                    "episodes": {"return": [1.0, 2.0]},
+                    "finished": "2026-12-02T06:00:00Z",
+                    "machine": "Linux x86_64, 2 CPUs",
+                    "data_origin": "local",
+                    "data_provenance": "built locally (test)",
+                    "normalization": "its own return range",
+                }
+            )
+    text = bench.headline_table(rows, "sweep")
+    assert "| fisor | **0.50 / 1.50** | 0.50 / 0.20 | 1 of 2 | 0.50 / 0.85 |" in text
+    assert "Run on: 2026-12-02; machine: Linux x86_64, 2 CPUs" in text
+    assert "BallRun data (built locally): built locally (test)" in text
+    assert "mean over 2 training seeds of 2 evaluation episodes each" in text
+    document = tmp_path / "README.md"
+    document.write_text("a\n<!-- headline: sweep -->\nSTALE\n<!-- /headline -->\nb\n")
+    (tmp_path / "sweep" / "rows").mkdir(parents=True)
+    for row in rows:
+        name = f"{row['agent']}__{row['task']}__seed{row['seed']}.json"
+        (tmp_path / "sweep" / "rows" / name).write_text(json.dumps(row))
+    assert bench.update_headline(document) == ["sweep"]
+    assert "STALE" not in document.read_text() and text in document.read_text()
+    with pytest.raises(ValueError, match="has no headline block"):
+        bench.update_headline(tmp_path / "sweep" / "rows" / name)

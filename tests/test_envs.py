@@ -118,3 +118,18 @@ def test_metadrive_runs_offline_and_refuses_to_render_without_assets():
                 env.unwrapped.render()
     finally:
         env.close()
+
+
+def test_bullet_tasks_run_while_stdout_is_a_python_buffer():
+    # bullet-safety-gym redirects stdout by file descriptor around every env constructor; a
+    # stdout without one (a StringIO, pytest's capsys, some notebooks) made it raise.
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        env = envs.make("OfflineBallRun-v0", max_episode_steps=3)
+        env.reset(seed=0)
+        _, _, _, _, info = env.step(env.action_space.sample())
+        env.close()
+    assert "cost" in info

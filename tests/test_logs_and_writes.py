@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import envs
-from safe_agents.common.logger import Logger
+from safe_agents.common.logger import Logger, WandbWriter
 
 TOY = "OfflineToyReachAvoid-v0"
 
@@ -149,6 +149,43 @@ def test_tensorboard_hides_events_past_the_resume_step(tmp_path, monkeypatch):
     Logger(tmp_path, formats=("tensorboard",))
     Logger(tmp_path, formats=("tensorboard",), resume_step=200)
     assert made == [None, 201]
+
+
+def test_tensorboard_writes_real_event_files(tmp_path):
+    pytest.importorskip("tensorboard", reason="the [tensorboard] extra is not installed")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _run(tmp_path / "plain", range(10, 40, 10))  # csv/jsonl only: no event file
+    assert not list((tmp_path / "plain").glob("events.out.tfevents.*"))
+    logger = Logger(tmp_path / "tb", formats=("tensorboard",))
+    for step in (10, 20):
+        logger.record("train/loss", step / 10)
+        logger.dump(step)
+    logger.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("train/loss")] == [(10, 1.0), (20, 2.0)]
+
+
+def test_an_active_wandb_run_receives_the_training_rows(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="the [wandb] extra is not installed")
+    from safe_agents import BCSafe
+
+    monkeypatch.setenv("WANDB_MODE", "offline")  # no account, no network: files under tmp_path
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    env, data = envs.make(TOY), envs.load_dataset(TOY)
+    agent = BCSafe(env, seed=0, batch_size=64)  # built before the run starts: still logs to it
+    run = wandb.init(project="safe-agents-tests", dir=str(tmp_path))
+    try:
+        agent.learn_offline(data, n_steps=60, log_interval=20)  # no log_dir: wandb only
+        # wandb commits a step's row when the next step arrives: rows 20 and 40 are in.
+        assert run.summary["_step"] == 40
+        second = agent.logger.history[1]
+        assert run.summary["train/actor_loss"] == pytest.approx(second["train/actor_loss"])
+    finally:
+        run.finish()
+    # Without an active run no wandb writer is made, even with wandb imported.
+    assert not any(isinstance(w, WandbWriter) for w in Logger(tmp_path / "after").writers)
 
 
 def test_training_resumed_from_a_checkpoint_logs_each_step_once(tmp_path):

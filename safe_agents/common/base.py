@@ -39,7 +39,7 @@ from safe_agents.common.data import (
     describe_training_data,
 )
 from safe_agents.common.diffusion import NoiseScheduler
-from safe_agents.common.logger import Logger
+from safe_agents.common.logger import Logger, wandb_run_active
 from safe_agents.common.networks import ActionScaler, ObservationScaler
 from safe_agents.common.seeding import make_generator, new_seed, set_random_seed
 
@@ -187,7 +187,8 @@ class BaseAgent:
                 A resumed or repeated call continues from ``self.num_steps`` up to this total.
             callback: a callback or list of callbacks (see :mod:`safe_agents.common.callbacks`).
             progress_bar: show a tqdm progress bar.
-            log_dir: write ``progress.csv``/``progress.jsonl`` (and tensorboard) there.
+            log_dir: write ``progress.csv``/``progress.jsonl`` (and tensorboard) there. An
+                active wandb run (``wandb.init`` called before) receives the same rows.
             log_interval: steps between log dumps.
             resume_from: a checkpoint saved by :meth:`save` or ``CheckpointCallback``: its
                 weights, optimizer states, generator states and step counter are restored, so
@@ -239,7 +240,7 @@ class BaseAgent:
         # use self.sampler; it shares the agent's generator, so the data order stays seeded.
         self.sampler = TransitionSampler(dataset, self.device, self.train_generator)
         self._setup_training(dataset)
-        if log_dir is not None:
+        if log_dir is not None or wandb_run_active():
             self.logger = Logger(log_dir, resume_step=self.num_steps)
         given = as_callback(callback)
         callbacks: list[BaseCallback] = [given] if given is not None else []

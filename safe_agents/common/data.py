@@ -47,18 +47,22 @@ def describe_training_data(dataset: Any) -> dict[str, Any]:
 
     ``task_id``, ``origin`` (``"dsrl"``/``"local"``/``"unknown"``), ``provenance`` (one line),
     ``normalization`` and ``reward_range``: the reference returns that normalize the agent's
-    returns on the data's task (``envs.OfflineDataset.reference_range``; None when empty).
+    returns on the data's task (``envs.OfflineDataset.reference_range``; None when empty), and
+    ``cost_limit``: the data's ``cost_limit`` metadata (None without one), which normalizes the
+    cost on a custom environment.
     """
     try:
         reward_range: list[float] | None = [float(value) for value in dataset.reference_range()]
     except ValueError:  # DatasetError: every episode has the same return
         reward_range = None
+    cost_limit = dataset.metadata.get("cost_limit")
     return {
         "task_id": dataset.metadata.get("task_id"),
         "origin": dataset.origin,
         "provenance": dataset.provenance,
         "normalization": dataset.normalization,
         "reward_range": reward_range,
+        "cost_limit": float(cost_limit) if cost_limit is not None else None,
     }
 
 
@@ -83,6 +87,14 @@ def check_training_data(record: Any) -> dict[str, Any] | None:
         and reward_range[1] > reward_range[0]
     ):
         raise ValueError(f"training_data.reward_range must be [low, high], got {reward_range!r}")
+    cost_limit = record.get("cost_limit")
+    if cost_limit is not None and not (
+        isinstance(cost_limit, int | float)
+        and not isinstance(cost_limit, bool)
+        and np.isfinite(cost_limit)
+        and cost_limit >= 0
+    ):
+        raise ValueError(f"training_data.cost_limit must be a number >= 0, got {cost_limit!r}")
     return dict(record)
 
 

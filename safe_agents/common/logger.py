@@ -1,7 +1,9 @@
 """Training logs: namespaced keys recorded during a step, dumped every ``log_interval`` steps.
 
-Writers: stdout, CSV, JSONL and (when installed) tensorboard. The logger also keeps every dumped
-row in :attr:`Logger.history`, which is what tests and the CLI read.
+Writers: stdout, CSV, JSONL, tensorboard (when installed) and Weights & Biases (when a wandb run
+is active: call ``wandb.init(...)`` before training, or ``safe-agents train --wandb PROJECT``).
+The logger also keeps every dumped row in :attr:`Logger.history`, which is what tests and the
+CLI read.
 
 A fresh run starts new files. A run resumed from a checkpoint (``resume_step``: the checkpoint's
 step) keeps the files and appends to them; rows past ``resume_step``, written by the interrupted
@@ -15,6 +17,7 @@ import csv
 import io
 import json
 import math
+import sys
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -173,7 +176,31 @@ class TensorboardWriter:
         self.writer.close()
 
 
-FORMATS = ("stdout", "csv", "jsonl", "tensorboard")
+class WandbWriter:
+    """Scalars for Weights & Biases (needs the ``wandb`` package).
+
+    Logs into the run the user started with ``wandb.init(...)``; with none active it starts one
+    (files under ``log_dir``) and finishes it on :meth:`close`. wandb keeps steps increasing, so
+    a resumed run's repeated steps are dropped by wandb with a warning.
+    """
+
+    def __init__(self, log_dir: Path | None) -> None:
+        import wandb
+
+        self.wandb = wandb
+        self.owns_run = wandb.run is None
+        if self.owns_run:
+            wandb.init(dir=str(log_dir) if log_dir is not None else None)
+
+    def write(self, values: dict[str, float], step: int) -> None:
+        self.wandb.log(values, step=step)
+
+    def close(self) -> None:
+        if self.owns_run:
+            self.wandb.finish()
+
+
+FORMATS = ("stdout", "csv", "jsonl", "tensorboard", "wandb")
 
 
 class Logger:
@@ -181,8 +208,9 @@ class Logger:
 
     Args:
         log_dir: folder for the file writers (created if needed); None keeps logs in memory.
-        formats: any of ``stdout, csv, jsonl, tensorboard``; by default ``csv`` and ``jsonl``
-            when ``log_dir`` is given (plus ``tensorboard`` if it is installed), else none.
+        formats: any of ``stdout, csv, jsonl, tensorboard, wandb``; by default ``csv`` and
+            ``jsonl`` when ``log_dir`` is given (plus ``tensorboard`` if it is installed), and
+            ``wandb`` whenever a wandb run is active.
         resume_step: the step a resumed run continues from (the checkpoint's ``num_steps``).
             None or 0: a fresh run, whose first dump starts new files. A positive step keeps
             the files in ``log_dir``, drops their rows past that step (left by the interrupted
@@ -204,7 +232,9 @@ class Logger:
             formats = ("csv", "jsonl") if log_dir is not None else ()
             if log_dir is not None and _tensorboard_available():
                 formats += ("tensorboard",)
-        if log_dir is None and set(formats) - {"stdout"}:
+            if wandb_run_active():
+                formats += ("wandb",)
+        if log_dir is None and set(formats) - {"stdout", "wandb"}:
             raise ValueError("file log formats need a log_dir")
         self.log_dir = Path(log_dir) if log_dir is not None else None
         self.resume_step = resume_step or 0
@@ -219,6 +249,8 @@ class Logger:
                 self.writers.append(CSVWriter(folder / "progress.csv", resume_step))
             elif name == "jsonl":
                 self.writers.append(JSONLWriter(folder / "progress.jsonl", resume_step))
+            elif name == "wandb":
+                self.writers.append(WandbWriter(self.log_dir))
             else:
                 self.writers.append(TensorboardWriter(folder, resume_step))
         self._sums: dict[str, float] = {}
@@ -269,6 +301,13 @@ def _tensorboard_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def wandb_run_active() -> bool:
+    """Whether a Weights & Biases run is active in this process (``wandb.init`` was called)."""
+    # Only a program that imported wandb can have started a run: never import it here (slow).
+    wandb = sys.modules.get("wandb")
+    return wandb is not None and getattr(wandb, "run", None) is not None
 
 
 def all_finite(values: dict[str, float]) -> bool:
