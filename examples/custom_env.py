@@ -215,9 +215,9 @@ def main() -> None:
     fisor = FISOR(env, seed=args.seed, preset="cpu").learn_offline(data, n_steps=args.fisor_steps)
 
     # 5. Evaluation -------------------------------------------------------------------------
-    # evaluate() would take a trained agent's reference returns from its training data by
-    # itself (agent.training_data), but a scripted controller has none, and the cost limit of a
-    # custom environment must be given in every case: pass both explicitly.
+    # evaluate() takes a trained agent's reference returns and cost limit from its training
+    # data by itself (agent.training_data), but a scripted controller has neither: pass both
+    # explicitly, so every row of the table is on the same scale.
     def evaluate(policy, environment) -> dict:
         return envs.evaluate(
             policy,

@@ -46,6 +46,7 @@ import multiprocessing
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import threading
@@ -60,12 +61,15 @@ from typing import Any
 import numpy as np
 
 from safe_agents.common import registry
+from safe_agents.common.callbacks import BaseCallback
 from safe_agents.common.config import CPU, PAPER
 from safe_agents.common.fileio import LockHeld, atomic_path, atomic_write, exclusive_lock
 
 logger = logging.getLogger(__name__)
 
 EVAL_SEED = 1000
+#: Seed of the first episode of each learning-curve point: apart from the final evaluation's.
+CURVE_SEED = 5000
 
 # How often a pool worker checks that the sweep's process still lives, and how long a
 # ``HOST:PORT`` may take to accept a connection before the sweep gives up on it (Ray itself
@@ -110,6 +114,14 @@ class SweepSettings:
     overrides: dict[str, Any] = field(default_factory=dict)  # {"n_steps": ...} for every run
     n_safe_demos: int = 10  # for agents that learn without cost labels (DSPO; the paper's 10-15)
     data_origin: str = "auto"  # which data a task id means (envs.load_dataset's origin)
+    # A learning curve: the current iterate evaluated curve_points times per run (every
+    # n_steps // curve_points steps) on curve_episodes episodes from CURVE_SEED, apart from the
+    # final evaluation's seeds; 0: no curve. It changes neither training nor the final row.
+    curve_points: int = 0
+    curve_episodes: int = 3
+    # Checkpoints per run (every n_steps // checkpoints steps) in <out>/work/<run>/: a killed
+    # sweep resumes each unfinished run from its last one and ends as if never stopped.
+    checkpoints: int = 10
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "full"):
@@ -120,6 +132,11 @@ class SweepSettings:
             raise ValueError(f"n_safe_demos must be >= 1, got {self.n_safe_demos}")
         if self.data_origin not in ("auto", "local", "dsrl"):
             raise ValueError(f"data_origin must be auto, local or dsrl, got {self.data_origin!r}")
+        for name in ("curve_points", "checkpoints"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.curve_episodes < 1:
+            raise ValueError(f"curve_episodes must be >= 1, got {self.curve_episodes}")
 
 
 def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int]) -> list[Run]:
@@ -225,11 +242,121 @@ def _write_json_atomically(path: Path, payload: dict[str, Any]) -> None:
 _PER_EPISODE = ("return", "cost", "length", "normalized_return", "normalized_cost")
 
 
-def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | None]:
+class _RunStages:
+    """One run's learning curve and checkpoints, and where a killed run resumes.
+
+    ``<work_dir>/checkpoint.zip`` is the agent at its last checkpoint; ``<work_dir>/run.json``
+    holds the budget and shared settings it was trained under, the curve so far and the
+    training seconds spent. A checkpoint of another budget or other settings is discarded.
+    """
+
+    def __init__(
+        self, run: Run, settings: SweepSettings, n_steps: int, work_dir: str | Path | None
+    ) -> None:
+        import envs
+        from safe_agents.common.callbacks import EvalCallback
+
+        self.run, self.settings, self.n_steps = run, settings, n_steps
+        self.work_dir = Path(work_dir) if work_dir is not None and settings.checkpoints else None
+        self.resume_from: Path | None = None
+        self.resumed_step = 0
+        self.seconds_before = 0.0
+        self.curve: EvalCallback | None = None
+        self._curve_env: Any = None
+        self._started = time.perf_counter()
+        self._identity = {
+            "budget": _budget_record(run, settings),
+            "settings": {name: _as_json(getattr(settings, name)) for name in SHARED_SETTINGS},
+            "curve_episodes": settings.curve_episodes,
+        }
+        if settings.curve_points:
+            self._curve_env = envs.make(run.task)
+            self.curve = EvalCallback(self._curve_point, max(1, n_steps // settings.curve_points))
+        if self.work_dir is not None:
+            self._find_checkpoint()
+
+    def _curve_point(self, agent: Any) -> dict[str, float]:
+        import envs
+
+        report = envs.evaluate(agent, self._curve_env, self.settings.curve_episodes, CURVE_SEED)
+        keys = ("return", "cost", "normalized_return", "normalized_cost")
+        return {key: report[f"mean_{key}"] for key in keys if f"mean_{key}" in report}
+
+    def _find_checkpoint(self) -> None:
+        from safe_agents.common import serialization
+
+        assert self.work_dir is not None
+        checkpoint, record_path = self.work_dir / "checkpoint.zip", self.work_dir / "run.json"
+        if not checkpoint.is_file():
+            return
+        try:
+            record = json.loads(record_path.read_text())
+            step = int(serialization.read_agent_file(checkpoint).training["num_steps"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            logger.warning("%s: unreadable checkpoint (%s); it starts over", self.run.key, error)
+            return
+        if {key: record.get(key) for key in self._identity} != self._identity:
+            logger.warning("%s: checkpoint of another budget; the run starts over", self.run.key)
+            return
+        if not 0 < step < self.n_steps:
+            return
+        self.resume_from, self.resumed_step = checkpoint, step
+        self.seconds_before = float(record.get("train_seconds", 0.0))
+        if self.curve is not None:
+            # Points past the checkpoint were left by the killed run after it: made again.
+            self.curve.history = [p for p in record.get("curve", []) if p["step"] <= step]
+        logger.info("%s: resuming from its checkpoint at step %d", self.run.key, step)
+
+    def callbacks(self) -> list[Any]:
+        """The curve first, then the checkpoint: a checkpoint holds the point of its step."""
+        callbacks: list[Any] = [self.curve] if self.curve is not None else []
+        if self.work_dir is not None:
+            every = max(1, self.n_steps // self.settings.checkpoints)
+            callbacks.append(_SaveWork(self, every))
+        return callbacks
+
+    def save(self, agent: Any) -> None:
+        """The record first, then the agent: a record newer than its checkpoint is harmless
+        (points past the checkpoint's step are dropped), a checkpoint without one is not."""
+        assert self.work_dir is not None
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        record = {
+            **self._identity,
+            "step": agent.num_steps,
+            "curve": self.curve.history if self.curve is not None else [],
+            "train_seconds": self.seconds_before + time.perf_counter() - self._started,
+        }
+        _write_json_atomically(self.work_dir / "run.json", record)
+        agent.save(self.work_dir / "checkpoint.zip")
+
+    def close(self) -> None:
+        if self._curve_env is not None:
+            self._curve_env.close()
+
+
+class _SaveWork(BaseCallback):
+    """Saves the run's checkpoint every ``every`` steps, the last step excepted (the row is)."""
+
+    def __init__(self, stages: _RunStages, every: int) -> None:
+        super().__init__()
+        self.stages, self.every = stages, every
+
+    def _on_step(self) -> bool:
+        if self.num_steps % self.every == 0 and self.num_steps < self.stages.n_steps:
+            self.stages.save(self.agent)
+        return True
+
+
+def execute(
+    run: Run, settings: SweepSettings, work_dir: str | Path | None = None
+) -> tuple[dict[str, Any], bytes | None]:
     """Train and evaluate one run: its result row, and the saved agent's bytes.
 
-    Nothing is written where the caller can see it, so the same function serves a local
-    process and a Ray worker on another machine; the driver records the result.
+    Nothing is written where the caller can see it, except the run's checkpoints in
+    ``work_dir`` (with ``settings.checkpoints``), so the same function serves a local process
+    and a Ray worker on another machine; the driver records the result. A ``work_dir`` holding
+    a checkpoint of the same budget resumes the run from it (a Ray worker sees it when the
+    sweep folder is on a file system the cluster shares; otherwise the run starts over).
     """
     import tempfile
 
@@ -242,6 +369,7 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
     torch.set_num_threads(1)
     n_steps, hyperparameters = budget(run.agent, run.task, settings)
     env = envs.make(run.task)
+    stages: _RunStages | None = None
     try:
         data = envs.load_dataset(run.task, origin=settings.data_origin, progress_bar=False)
         agent_class = registry.get_agent_class(run.agent)
@@ -253,8 +381,15 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
         start = time.perf_counter()
         preset = PROFILE_PRESETS[settings.profile]
         agent = agent_class(env, seed=run.seed, preset=preset, **hyperparameters)
-        agent.learn_offline(data, n_steps=n_steps, **learn_kwargs)
-        train_seconds = time.perf_counter() - start
+        stages = _RunStages(run, settings, n_steps, work_dir)
+        agent.learn_offline(
+            data,
+            n_steps=n_steps,
+            callback=stages.callbacks(),
+            resume_from=stages.resume_from,
+            **learn_kwargs,
+        )
+        train_seconds = time.perf_counter() - start + stages.seconds_before
         agent_bytes = None
         if settings.save_agents:
             with tempfile.TemporaryDirectory() as folder:
@@ -264,6 +399,8 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
         eval_seconds = time.perf_counter() - start
     finally:
         env.close()
+        if stages is not None:
+            stages.close()
     spec = envs.get_task(run.task)
     row: dict[str, Any] = {
         **asdict(run),
@@ -282,6 +419,8 @@ def execute(run: Run, settings: SweepSettings) -> tuple[dict[str, Any], bytes | 
             f"cost-label-free, {settings.n_safe_demos} safe demos" if learn_kwargs else "costs"
         ),
         "eval_seed": settings.eval_seed,
+        **({"curve": stages.curve.history} if stages.curve is not None else {}),
+        **({"resumed_from_step": stages.resumed_step} if stages.resumed_step else {}),
         "train_seconds": round(train_seconds, 2),
         # Agents with stages of very different cost (DSPO) time each of them.
         **(
@@ -314,7 +453,13 @@ def _record(out: Path, run: Run, row: dict[str, Any], agent_bytes: bytes | None)
         atomic_write(out / "agents" / f"{run.key}.zip", agent_bytes)
     row = {**row, "git_revision": _git_revision()}
     _write_json_atomically(out / "rows" / f"{run.key}.json", row)
+    shutil.rmtree(run_work_dir(out, run), ignore_errors=True)  # the row replaces the checkpoint
     return row
+
+
+def run_work_dir(out: str | Path, run: Run) -> Path:
+    """Where a run of the sweep folder ``out`` keeps its checkpoint until its row is written."""
+    return Path(out) / "work" / run.key
 
 
 def finished(out_dir: str | Path) -> set[str]:
@@ -404,17 +549,19 @@ def _execute_all(
             report(run, _record(out, run, row, agent_bytes), None)
 
     if ray_address is not None:
-        _run_on_ray(todo, settings, workers, ray_address, finish)
+        _run_on_ray(todo, settings, workers, ray_address, finish, out)
     elif workers == 1:
         for run in todo:
-            finish(run, functools.partial(execute, run, settings))
+            finish(run, functools.partial(execute, run, settings, run_work_dir(out, run)))
     elif todo:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(
             workers, mp_context=context, initializer=_die_with_parent, initargs=(os.getpid(),)
         ) as pool:
             try:
-                futures = {pool.submit(execute, run, settings): run for run in todo}
+                futures = {
+                    pool.submit(execute, run, settings, run_work_dir(out, run)): run for run in todo
+                }
                 for future in concurrent.futures.as_completed(futures):
                     finish(futures[future], future.result)
             except BaseException:
@@ -556,6 +703,7 @@ def _prepare_folder(
         for key in sorted(stale):
             (out / "agents" / f"{key}.zip").unlink(missing_ok=True)
             (out / "rows" / f"{key}.json").unlink(missing_ok=True)
+            shutil.rmtree(out / "work" / key, ignore_errors=True)
         # A report of discarded rows would mislead; the next one is rendered from the rows.
         for path in (out / "report.md", out / "report.csv", *(out / "plots").glob("*.png")):
             path.unlink(missing_ok=True)
@@ -665,6 +813,7 @@ def _run_on_ray(
     workers: int,
     address: str,
     finish: Callable[[Run, Callable[[], tuple[dict[str, Any], bytes | None]]], None],
+    out: Path,
 ) -> None:
     """Each run as a Ray task of one CPU; results are handled as they complete."""
     try:
@@ -686,7 +835,10 @@ def _run_on_ray(
                 raise SweepError(f"cannot join the Ray cluster at {address}: {error}") from None
     try:
         remote = ray.remote(num_cpus=1, max_retries=0)(execute)
-        pending = {remote.remote(run, settings): run for run in runs}
+        # The work folder as an absolute path: a cluster that shares the file system resumes.
+        pending = {
+            remote.remote(run, settings, str(run_work_dir(out, run).resolve())): run for run in runs
+        }
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             run = pending.pop(ready[0])
@@ -905,12 +1057,7 @@ def plot_tasks(rows: Sequence[dict[str, Any]], folder: str | Path) -> list[Path]
     folder.mkdir(parents=True, exist_ok=True)
     cells = table(rows)
     data = data_labels(rows)
-    agents = sorted({agent for row in cells.values() for agent in row})
-    colours = plt.get_cmap("tab20" if len(agents) > 10 else "tab10")
-    style = {
-        agent: (_MARKERS[index % len(_MARKERS)], colours(index % colours.N))
-        for index, agent in enumerate(agents)
-    }
+    style = _agent_styles(rows)
     paths = []
     for task, row in cells.items():
         figure, axes = plt.subplots(figsize=(7.0, 4.2))
@@ -935,20 +1082,129 @@ def plot_tasks(rows: Sequence[dict[str, Any]], folder: str | Path) -> list[Path]
         axes.set_xlim(-0.04 * right, right)
         axes.set_title(f"{task} (data: {data.get(task, NOT_RECORDED)})", fontsize=10)
         axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0)
-        figure.tight_layout()
-        try:
-            for suffix in (".png", ".svg"):
-                with atomic_path(folder / f"{task}{suffix}", suffix=suffix) as temporary:
-                    figure.savefig(temporary, dpi=130, bbox_inches="tight")
-        finally:
-            plt.close(figure)
-        paths.append(folder / f"{task}.png")
+        paths.append(_save_figure(figure, folder / task))
+    return paths
+
+
+def _save_figure(figure: Any, stem: Path) -> Path:
+    """Write ``figure`` as ``<stem>.png`` and ``<stem>.svg`` (atomically), close it, return the
+    PNG's path."""
+    import matplotlib.pyplot as plt
+
+    figure.tight_layout()
+    try:
+        for suffix in (".png", ".svg"):
+            with atomic_path(stem.with_name(stem.name + suffix), suffix=suffix) as temporary:
+                figure.savefig(temporary, dpi=130, bbox_inches="tight")
+    finally:
+        plt.close(figure)
+    return stem.with_name(stem.name + ".png")
+
+
+def _agent_styles(rows: Sequence[dict[str, Any]]) -> dict[str, tuple[str, Any]]:
+    """``{agent: (marker, colour)}``, the same in every plot of a report."""
+    import matplotlib.pyplot as plt
+
+    agents = sorted({row["agent"] for row in rows})
+    colours = plt.get_cmap("tab20" if len(agents) > 10 else "tab10")
+    return {
+        agent: (_MARKERS[index % len(_MARKERS)], colours(index % colours.N))
+        for index, agent in enumerate(agents)
+    }
+
+
+def curves(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """``{task: {agent: {"step", "return", "return_std", "cost", "cost_std", "seeds"}}}``.
+
+    The mean and std over seeds of the rows' learning curves (normalized return and cost at
+    each evaluated step; raw ones where a task has no reference values). Only the steps every
+    seed reached are kept, and rows without a curve are left out.
+    """
+    grouped: dict[tuple[str, str], list[list[dict[str, Any]]]] = {}
+    for row in rows:
+        if row.get("curve"):
+            grouped.setdefault((row["task"], row["agent"]), []).append(row["curve"])
+    result: dict[str, dict[str, dict[str, np.ndarray]]] = {}
+    for (task, agent), seeds in sorted(grouped.items()):
+        steps = sorted(set.intersection(*({p["step"] for p in curve} for curve in seeds)))
+        if not steps:
+            continue
+        key = "normalized_return" if "normalized_return" in seeds[0][0] else "return"
+        cost_key = "normalized_cost" if "normalized_cost" in seeds[0][0] else "cost"
+        by_step = [{p["step"]: p for p in curve} for curve in seeds]
+        values = np.array([[c[s][key] for s in steps] for c in by_step])  # (seeds, steps)
+        costs = np.array([[c[s][cost_key] for s in steps] for c in by_step])
+        result.setdefault(task, {})[agent] = {
+            "step": np.array(steps),
+            "return": values.mean(axis=0),
+            "return_std": values.std(axis=0),
+            "cost": costs.mean(axis=0),
+            "cost_std": costs.std(axis=0),
+            "seeds": np.array(len(seeds)),
+        }
+    return result
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], folder: str | Path) -> list[Path]:
+    """Learning curves per task, ``<folder>/curves_<task>.png`` and ``.svg``.
+
+    Two panels, normalized return and normalized cost against gradient steps: one line per
+    agent at the mean over seeds, a band of one std over seeds, the cost limit dashed at 1.
+    The curve points use their own evaluation seeds and fewer episodes than the final
+    evaluation, so the last point and the table may differ. Returns the PNG paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    style = _agent_styles(rows)
+    data = data_labels(rows)
+    paths = []
+    for task, by_agent in curves(rows).items():
+        figure, (top, bottom) = plt.subplots(2, 1, figsize=(7.5, 6.0), sharex=True)
+        for agent, curve in by_agent.items():
+            marker, colour = style[agent]
+            seeds = int(curve["seeds"])
+            label = f"{agent} ({seeds} seed{'s' if seeds != 1 else ''})"
+            for axes, key in ((top, "return"), (bottom, "cost")):
+                mean, spread = curve[key], curve[f"{key}_std"]
+                axes.plot(
+                    curve["step"],
+                    mean,
+                    marker=marker,
+                    markersize=4,
+                    color=colour,
+                    label=label if axes is top else None,
+                )
+                low = np.maximum(mean - spread, 0.0) if key == "cost" else mean - spread
+                axes.fill_between(curve["step"], low, mean + spread, color=colour, alpha=0.15)
+        bottom.axhline(1.0, color="black", linestyle="--", linewidth=1, label="cost limit")
+        top.set_ylabel("normalized return")
+        bottom.set_ylabel("normalized cost")
+        bottom.set_xlabel("gradient steps (mean ± std over seeds)")
+        top.set_title(
+            f"{task}: learning curves (data: {data.get(task, NOT_RECORDED)})", fontsize=10
+        )
+        handles, labels = top.get_legend_handles_labels()
+        extra_handles, extra_labels = bottom.get_legend_handles_labels()
+        top.legend(
+            handles + extra_handles,
+            labels + extra_labels,
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0,
+        )
+        paths.append(_save_figure(figure, folder / f"curves_{task}"))
     return paths
 
 
 def write_report(out_dir: str | Path) -> dict[str, Path]:
-    """Render ``report.md``, ``report.csv`` and ``plots/<task>.png``/``.svg`` from a sweep
-    folder."""
+    """Render ``report.md``, ``report.csv``, ``plots/<task>.png``/``.svg`` and, for rows with
+    learning curves, ``plots/curves_<task>.png``/``.svg`` from a sweep folder."""
     out = Path(out_dir)
     rows = load_rows(out)
     if not rows:
@@ -958,6 +1214,7 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     for key, text in (("markdown", markdown + "\n"), ("csv", csv_table(rows))):
         atomic_write(paths[key], text)
     plot_tasks(rows, out / "plots")
+    plot_curves(rows, out / "plots")
     paths["plots"] = out / "plots"
     return paths
 
@@ -1040,7 +1297,13 @@ def headline_table(rows: Sequence[dict[str, Any]], source: str) -> str:
     ]
     for task in tasks:
         provenance = _recorded([r for r in rows if r["task"] == task], "data_provenance")
-        normalization = _recorded([r for r in rows if r["task"] == task], "normalization")
+        # Evaluation labels the range "<what> of the training data: <provenance>": said above.
+        labels = [
+            {"normalization": r["normalization"].split(" of the training data:")[0]}
+            for r in rows
+            if r["task"] == task and r.get("normalization")
+        ]
+        normalization = _recorded(labels, "normalization") if labels else NOT_RECORDED
         notes.append(
             f"- {_short_task(task)} data ({data[task]}): {provenance}; normalized return uses "
             f"{normalization}."

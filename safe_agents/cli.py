@@ -440,6 +440,9 @@ def cmd_bench(args: argparse.Namespace) -> None:
         save_agents=not args.no_save_agents,
         overrides=overrides,
         data_origin=args.data_origin,
+        curve_points=args.curve_points,
+        curve_episodes=args.curve_episodes,
+        checkpoints=args.checkpoints,
     )
     out = Path(args.out or f"bench/{args.profile}")
     failures: list[str] = []
@@ -704,6 +707,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--episodes", type=int, help="evaluation episodes per run (default 10 quick, 20 full)"
     )
     bench.add_argument("--steps", type=int, help="gradient steps for every run (a smoke test)")
+    bench.add_argument(
+        "--curve-points",
+        type=int,
+        default=0,
+        help="learning curve: evaluate each run's current iterate this many times during "
+        "training (every steps/N steps), on --curve-episodes episodes from their own seeds; "
+        "drawn by the report (default 0: none)",
+    )
+    bench.add_argument(
+        "--curve-episodes", type=int, default=3, help="episodes per curve point (default 3)"
+    )
+    bench.add_argument(
+        "--checkpoints",
+        type=int,
+        default=10,
+        help="checkpoints per run in OUT/work/: a killed sweep, run again, resumes each "
+        "unfinished run from its last one (default 10; 0: none)",
+    )
     bench.add_argument(
         "--configs", help="folder of <agent>.toml overrides (default benchmarks/configs)"
     )

@@ -1,7 +1,8 @@
 """DRCORL: a fast Gaussian policy, regularized by a diffusion behaviour model, with safe adaptation.
 
-"Diffusion-Regularized Constrained Offline RL" (paper ``002_c5f0c16c0055a987``). Diffusion is used
-only in training; ``predict`` is one MLP forward pass.
+"Reward-Safety Balance in Offline Safe RL via Diffusion Regularization" (Guo et al.; the method
+is Diffusion-Regularized Constrained Offline RL). Diffusion is used only in training;
+``predict`` is one MLP forward pass.
 
 1. Pretraining (``pretrain_steps``; Algorithm 1 lines 2-6): a diffusion behaviour model
    ``eps_psi(a_t, t | s)`` (Eq. 5); the reward critic by IQL (twin ``Q_r``, ``V_r``, Eq. 17-18);

@@ -1,6 +1,7 @@
 """DSPO: a safe policy from trajectories without cost labels and a few safe demonstrations.
 
-"Diffusion-guided Safe Policy Optimization" (paper ``001_ee7ef9fd76c17ee0``). The agent sees an
+"Diffusion-Guided Safe Policy Optimization from Cost-Label-Free Offline Dataset" (anonymous,
+under review; CITATION.cff). The agent sees an
 unlabeled dataset ``D^U`` of trajectories ``(s, a, r)`` and a handful of safe demonstrations
 ``D^S`` (10-15 in the paper); it never reads a cost. ``OfflineDataset.strip_costs`` makes this
 setting from any cost-labelled dataset, and ``envs.StripCost`` keeps evaluation honest.

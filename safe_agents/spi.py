@@ -1,7 +1,7 @@
 """SPI: safe policy improvement with a doubly guided diffusion policy.
 
-"Safe Policy Improvement via Diffusion Model for Offline Reinforcement Learning" (paper
-``003_9404ef6e29cc96eb``). A Diffusion-QL-style policy guided by two critics:
+"Safe Policy Improvement via Diffusion Model for Offline Reinforcement Learning" (Yang et
+al.). A Diffusion-QL-style policy guided by two critics:
 
 1. Cost remap (Eq. 4): ``c' = 1 - f(c)``, ``f`` the indicator of an unsafe step (default) or
    ``min(c / c_max, 1)``; a long run of safe steps then accumulates value instead of a rare cost

@@ -486,3 +486,99 @@ def test_headline_table_counts_safe_tasks_and_says_where_rows_came_from(tmp_path
     assert "STALE" not in document.read_text() and text in document.read_text()
     with pytest.raises(ValueError, match="has no headline block"):
         bench.update_headline(tmp_path / "sweep" / "rows" / name)
+
+
+# ------------------------------------------------------------------ learning curves, resuming
+def test_a_killed_run_resumes_from_its_checkpoint_and_ends_with_the_same_row(tmp_path):
+    """SIGKILL once the first checkpoint is written; the rerun resumes and matches a run that
+    was never stopped: its curve, its final evaluation, its agent."""
+    argv = [sys.executable, "-m", "safe_agents.cli", "bench", "--algos", "bc_safe"]
+    argv += ["--tasks", TOY, "--seeds", "1", "--steps", "6000", "--episodes", "2"]
+    argv += ["--checkpoints", "3", "--curve-points", "3", "--curve-episodes", "1"]
+    argv += ["--workers", "1"]
+    key = f"bc_safe__{TOY}__seed0"
+    killed_out, whole_out = tmp_path / "killed", tmp_path / "whole"
+    sweep = subprocess.Popen(
+        [*argv, "--out", str(killed_out)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = bench.run_work_dir(killed_out, bench.Run("bc_safe", TOY, 0)) / "checkpoint.zip"
+    try:
+        deadline = time.monotonic() + 240
+        while not checkpoint.is_file():
+            assert time.monotonic() < deadline, "no checkpoint was written"
+            assert sweep.poll() is None, "the sweep ended before its first checkpoint"
+            time.sleep(0.02)
+        sweep.send_signal(signal.SIGKILL)
+        sweep.wait(timeout=30)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+            sweep.wait()
+    assert not (killed_out / "rows" / f"{key}.json").exists()
+    for out in (killed_out, whole_out):
+        done = subprocess.run([*argv, "--out", str(out)], cwd=tmp_path, capture_output=True)
+        assert done.returncode == 0, done.stderr.decode()[-2000:]
+    resumed, whole = (
+        json.loads((out / "rows" / f"{key}.json").read_text()) for out in (killed_out, whole_out)
+    )
+    assert resumed.pop("resumed_from_step") == 2000 and "resumed_from_step" not in whole
+    assert [point["step"] for point in whole["curve"]] == [2000, 4000, 6000]
+    assert stable([resumed]) == stable([whole])
+    assert not (killed_out / "work" / key).exists()  # the row replaced the checkpoint
+    from safe_agents import load_agent
+
+    first, second = (load_agent(out / "agents" / f"{key}.zip") for out in (killed_out, whole_out))
+    for name, module in first._saved_modules().items():
+        theirs = second._saved_modules()[name].state_dict()
+        for tensor_name, tensor in module.state_dict().items():
+            assert (tensor == theirs[tensor_name]).all(), f"{name}.{tensor_name}"
+
+
+def test_a_learning_curve_changes_neither_training_nor_the_final_evaluation():
+    # SPI samples its candidates with the agent's action generator even when deterministic:
+    # the curve's evaluations must leave that generator as they found it.
+    run = bench.plan_runs(["spi"], [TOY], [0])[0]
+    plain, _ = bench.execute(run, TINY)
+    curved, _ = bench.execute(run, dataclasses.replace(TINY, curve_points=3, curve_episodes=1))
+    assert [point["step"] for point in curved.pop("curve")] == [10, 20, 30]
+    assert stable([plain]) == stable([curved])
+
+
+def test_a_checkpoint_of_another_budget_is_not_resumed(tmp_path):
+    run = bench.Run("bc_all", TOY, 0)
+    short = dataclasses.replace(TINY, checkpoints=3)
+    stages = bench._RunStages(run, short, 30, tmp_path)
+    from safe_agents import BCAll
+
+    agent = BCAll(envs.make(TOY), seed=0, **bench.budget("bc_all", TOY, short)[1])
+    agent.learn_offline(envs.load_dataset(TOY), n_steps=10)
+    stages.save(agent)
+    assert bench._RunStages(run, short, 30, tmp_path).resume_from == tmp_path / "checkpoint.zip"
+    longer = dataclasses.replace(short, overrides={"n_steps": 40})
+    assert bench._RunStages(run, longer, 40, tmp_path).resume_from is None
+    other_episodes = dataclasses.replace(short, episodes=5)
+    assert bench._RunStages(run, other_episodes, 30, tmp_path).resume_from is None
+
+
+def test_curves_average_the_seeds_and_are_drawn(tmp_path):
+    def row(seed: int, returns: list[float], costs: list[float]) -> dict:
+        curve = [
+            {"step": step, "normalized_return": r, "normalized_cost": c}
+            for step, r, c in zip((10, 20, 30), returns, costs, strict=False)
+        ]
+        return {"agent": "fisor", "task": TOY, "seed": seed, "curve": curve}
+
+    rows = [row(0, [0.1, 0.3, 0.5], [2.0, 1.0, 0.0]), row(1, [0.3, 0.5], [0.0, 1.0])]
+    rows.append({"agent": "bc_all", "task": TOY, "seed": 0})  # no curve: left out
+    curve = bench.curves(rows)[TOY]["fisor"]
+    assert list(curve["step"]) == [10, 20]  # only the steps every seed reached
+    assert curve["return"] == pytest.approx([0.2, 0.4])
+    assert curve["return_std"] == pytest.approx([0.1, 0.1])
+    assert curve["cost"] == pytest.approx([1.0, 1.0]) and int(curve["seeds"]) == 2
+    assert list(bench.curves(rows)[TOY]) == ["fisor"]
+    paths = bench.plot_curves(rows, tmp_path)
+    assert paths == [tmp_path / f"curves_{TOY}.png"]
+    assert paths[0].stat().st_size > 10_000 and (tmp_path / f"curves_{TOY}.svg").is_file()

@@ -13,8 +13,9 @@ Defaults (OSRL ``examples/configs/bc_configs.py``): actor learning rate 1e-3, hi
 
 **Deviations**: observations are standardized with the dataset's statistics by default
 (``normalize_observations``; OSRL feeds raw observations); BC-Safe's cost limit defaults to the
-dataset's own (its metadata), falling back to 10; OSRL evaluates during training and we never
-select checkpoints by evaluation (design: the final iterate is reported).
+dataset's own (its metadata), and a dataset without one is an error rather than a guessed 10;
+OSRL evaluates during training and we never select checkpoints by evaluation (design: the
+final iterate is reported).
 """
 
 from __future__ import annotations

@@ -159,8 +159,9 @@ class EvalCallback(BaseCallback):
         history: one dict per evaluation, ``{"step": ..., **evaluate(agent)}``.
 
     The agent's networks are put in eval mode for the evaluation and back in train mode after;
-    evaluation draws no randomness from the agent's training generators, so a run with this
-    callback trains exactly as one without.
+    evaluation draws no randomness from the agent's training generators, and the state of its
+    action generator is restored after each evaluation, so a run with this callback trains and
+    acts exactly as one without.
     """
 
     def __init__(
@@ -187,9 +188,11 @@ class EvalCallback(BaseCallback):
         modules = self.agent._saved_modules().values()
         for module in modules:
             module.eval()
+        act_state = self.agent.act_generator.get_state()
         try:
             point: dict[str, Any] = {"step": self.num_steps, **self.evaluate(self.agent)}
         finally:
+            self.agent.act_generator.set_state(act_state)
             for module in modules:
                 module.train()
         if self.train_metrics:
