@@ -87,7 +87,7 @@ from safe_agents.common.critics import (
     td_target,
     upper_confidence_bound,
 )
-from safe_agents.common.data import TransitionBatch, done_mask, require_costs, resolve_cost_limit
+from safe_agents.common.data import TransitionBatch, done_mask, resolve_cost_limit
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
 from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import (
@@ -368,7 +368,6 @@ class DRCORL(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        require_costs(dataset, "DRCORL")
         if self.num_steps == 0:  # a resumed run keeps the constants it started with
             limit = resolve_cost_limit(dataset, self.config.cost_limit)
             if limit <= 0:

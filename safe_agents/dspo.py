@@ -426,6 +426,7 @@ class DSPO(BaseAgent):
     config_class = DSPOConfig
     config: DSPOConfig
     needs_demos = True
+    needs_costs = False
 
     def _build(self) -> None:
         c = self.config

@@ -77,7 +77,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, done_mask, episode_horizon, require_costs
+from safe_agents.common.data import TransitionBatch, done_mask, episode_horizon
 from safe_agents.common.networks import NoisePredictionNet, ScalarBuffer
 
 WEIGHTINGS = ("feasibility", "uniform")
@@ -336,7 +336,6 @@ class FISOR(SafetyCriticAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        require_costs(dataset, "FISOR")
         if self.num_steps == 0:
             self.reward_normalizer.value.fill_(reward_scale(dataset, self.config.episode_length))
 

@@ -181,10 +181,6 @@ class SPI(SafetyCriticAgent):
             "actor_ema": self.actor_ema,
         }
 
-    def _setup_training(self, dataset: Any) -> None:
-        if dataset.costs is None:
-            raise ValueError("SPI needs cost labels to remap (the dataset's costs were stripped)")
-
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
         obs = self.obs_scaler(batch.obs)

@@ -304,3 +304,17 @@ def test_logs_are_written_to_csv_and_jsonl(env, toy_dataset, tmp_path):
     assert csv_lines[0].startswith("step,") and "train/actor_loss" in csv_lines[0]
     assert len(csv_lines) == 3
     assert len((tmp_path / "progress.jsonl").read_text().splitlines()) == 2
+
+
+@pytest.mark.parametrize("name", list_agents())
+def test_an_agent_that_reads_costs_refuses_data_without_them(name, env, toy_dataset):
+    agent = make(name, env)
+    unlabeled, demos = toy_dataset.strip_costs(n_safe_demos=10)
+    kwargs = {"demos": demos} if agent.needs_demos else {}
+    if not agent.needs_costs:
+        agent.learn_offline(unlabeled, n_steps=STEPS, **kwargs)  # learns without cost labels
+        assert agent.num_steps == STEPS
+        return
+    with pytest.raises(ValueError, match=f"{name} needs cost labels") as raised:
+        agent.learn_offline(unlabeled, n_steps=2, **kwargs)
+    assert "bc_all, dspo" in str(raised.value) and agent.num_steps == 0

@@ -92,6 +92,7 @@ class BCAll(BaseAgent):
 
     name = "bc_all"
     config_class = BCConfig
+    needs_costs = False
     config: BCConfig
     actor: DeterministicActor | GaussianActor
 
@@ -133,14 +134,10 @@ class BCSafe(BCAll):
 
     name = "bc_safe"
     config_class = BCSafeConfig
+    needs_costs = True  # picks the episodes within the cost limit
     config: BCSafeConfig
 
     def _prepare_dataset(self, dataset: Any) -> Any:
         limit = resolve_cost_limit(dataset, self.config.cost_limit)
-        if dataset.costs is None:
-            raise ValueError(
-                "BC-Safe needs cost labels to pick safe episodes; for the cost-label-free "
-                "setting train BCAll on the safe demonstrations instead"
-            )
         self.cost_limit_used = limit
         return dataset.filter_episodes(max_cost=limit)

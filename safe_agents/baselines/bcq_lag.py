@@ -47,7 +47,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit, require_costs
+from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
 from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import ConditionalVAE, ScalarBuffer, mlp, vae_loss
 
@@ -190,7 +190,6 @@ class BCQLag(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        require_costs(dataset, "BCQ-Lag")
         if self.num_steps > 0:
             return  # resumed: keep the threshold the run started with
         c = self.config

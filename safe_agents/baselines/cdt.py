@@ -713,10 +713,6 @@ class CDT(BaseAgent):
 
     # ------------------------------------------------------------------ training
     def _prepare_dataset(self, dataset: Any) -> Any:
-        if dataset.costs is None:
-            raise ValueError(
-                "CDT conditions on costs-to-go and needs cost labels; this dataset has none"
-            )
         longest = int(dataset.episode_lengths().max())
         if longest > self.timestep_limit - self.config.seq_len:
             raise ValueError(

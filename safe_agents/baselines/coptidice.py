@@ -77,7 +77,7 @@ from safe_agents.common.config import (
     check_positive,
 )
 from safe_agents.common.critics import ValueNet
-from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit, require_costs
+from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
 from safe_agents.common.networks import GaussianActor, ScalarBuffer
 
 F_DIVERGENCES = ("softchi", "chi2", "kl")
@@ -353,7 +353,6 @@ class COptiDICE(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        require_costs(dataset, "COptiDICE")
         bounds = dataset.episode_bounds()
         starts = torch.as_tensor([start for start, _ in bounds], device=self.device)
         self.initial_obs = self.sampler.obs[starts]  # (n_episodes, obs_dim), raw units

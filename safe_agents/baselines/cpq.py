@@ -55,7 +55,7 @@ from safe_agents.common.critics import (
     soft_update,
     td_target,
 )
-from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit, require_costs
+from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
 from safe_agents.common.networks import ConditionalVAE, GaussianActor, ScalarBuffer, vae_loss
 
 
@@ -191,7 +191,6 @@ class CPQ(BaseAgent):
         }
 
     def _setup_training(self, dataset: Any) -> None:
-        require_costs(dataset, "CPQ")
         if self.num_steps > 0:
             return  # resumed: keep the threshold the run started with
         c = self.config

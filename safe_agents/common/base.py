@@ -78,6 +78,9 @@ class BaseAgent:
     config_class: ClassVar[type[AgentConfig]] = AgentConfig
     # True for agents that learn without cost labels: learn_offline(unlabeled, demos=...) (DSPO).
     needs_demos: ClassVar[bool] = False
+    # False for agents that never read a cost (BC-All, DSPO): the others refuse a dataset
+    # whose costs were stripped, in learn_offline, before anything changes.
+    needs_costs: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -232,6 +235,16 @@ class BaseAgent:
         self.total_steps = total
         dataset = coerce_dataset(dataset)
         dataset.check_spaces(self.observation_space, self.action_space)
+        if self.needs_costs and dataset.costs is None:
+            without = [
+                name
+                for name in registry.list_agents()
+                if not registry.get_agent_class(name).needs_costs
+            ]
+            raise ValueError(
+                f"{self.name} needs cost labels, and this dataset has none (its costs were "
+                f"stripped); the agents that learn without them: {', '.join(without)}"
+            )
         self.training_data = describe_training_data(dataset)
         dataset = self._prepare_dataset(dataset)
         if self.num_steps == 0:

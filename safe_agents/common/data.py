@@ -130,12 +130,6 @@ def longest_episode(dataset: Any) -> int:
     return max(stop - start for start, stop in dataset.episode_bounds())
 
 
-def require_costs(dataset: Any, algorithm: str) -> None:
-    """Raise a clear error when an algorithm that learns from costs gets a cost-free dataset."""
-    if dataset.costs is None:
-        raise ValueError(f"{algorithm} needs cost labels (the dataset's costs were stripped)")
-
-
 def q_cost_limit(
     dataset: Any, cost_limit: float | None, gamma: float, episode_length: int | None
 ) -> float:
