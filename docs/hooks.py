@@ -308,18 +308,18 @@ def drcorl_toy(argument: str) -> str:
     ) + _agent_table(_per_seed_rows(result["task"], result["per_seed"]))
 
 
-def baselines_toy(argument: str) -> str:
-    """``baselines_toy.json``: the DSRL baselines on the toy task."""
-    result = _load("baselines_toy.json")
+def _seeds_file(name: str, data: str) -> str:
+    """A per-seed results file of agents with budgets and training times, as one table."""
+    result = _load(name)
     seconds = {
         agent: f"{min(values):.0f}-{max(values):.0f}"
         for agent, values in result["train_seconds"].items()
     }
     steps = {agent: str(budget["steps"]) for agent, budget in result["budgets"].items()}
     return _caption(
-        "`benchmarks/results/baselines_toy.json`",
+        f"`benchmarks/results/{name}`",
         NOT_RECORDED,
-        NOT_RECORDED,
+        data,
         _protocol(result),
         f"evaluation seed {result['eval_seed']}",
     ) + _agent_table(
@@ -328,23 +328,16 @@ def baselines_toy(argument: str) -> str:
     )
 
 
+def baselines_toy(argument: str) -> str:
+    """``baselines_toy.json``: the DSRL baselines on the toy task."""
+    return _seeds_file("baselines_toy.json", NOT_RECORDED)
+
+
 def compare(argument: str) -> str:
     """``compare_OfflineBallRun-v0.json``: every agent with costs on BallRun's dataset."""
-    result = _load("compare_OfflineBallRun-v0.json")
-    seconds = {
-        agent: f"{min(values):.0f}-{max(values):.0f}"
-        for agent, values in result["train_seconds"].items()
-    }
-    steps = {agent: str(budget["steps"]) for agent, budget in result["budgets"].items()}
-    return _caption(
-        "`benchmarks/results/compare_OfflineBallRun-v0.json`",
-        NOT_RECORDED,
-        result.get("dataset", NOT_RECORDED),
-        _protocol(result),
-        f"evaluation seed {result['eval_seed']}",
-    ) + _agent_table(
-        _per_seed_rows(result["task"], result["per_seed"]),
-        extra={"gradient steps": steps, "training seconds per seed": seconds},
+    return _seeds_file(
+        "compare_OfflineBallRun-v0.json",
+        _load("compare_OfflineBallRun-v0.json").get("dataset", NOT_RECORDED),
     )
 
 
