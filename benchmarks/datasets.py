@@ -20,11 +20,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bench_utils import write_result
-
 import envs
 from envs.datasets import dataset_locations
 from envs.plots import plot_dataset
+from safe_agents.bench import write_result
 
 HERE = Path(__file__).resolve().parent
 

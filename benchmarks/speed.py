@@ -1,8 +1,9 @@
 """Training speed and ``predict`` latency of every agent, side by side, as ratios to BC-All.
 
-Every agent is built with the quick profile of ``safe-agents bench`` (the CPU budgets of the toy
-benchmarks) on one task's dataset, in this one process, one after the other, so the ratios
-compare like with like on whatever machine runs it. Measured:
+Every agent is built with a profile of ``safe-agents bench`` (``--profile``: quick, the CPU
+budgets of the toy benchmarks, by default; full, the papers' sizes) on one task's dataset, in this
+one process, one after the other, so the ratios compare like with like on whatever machine runs
+it. Measured:
 
 - gradient steps per second, after a 5-step warm-up (``--steps`` steps; fewer for agents slower
   than 30 steps/s, see ``SLOW``);
@@ -13,8 +14,10 @@ compare like with like on whatever machine runs it. Measured:
 
     python benchmarks/speed.py                       # toy task, every agent
     python benchmarks/speed.py --task OfflineBallRun-v0 --agents bc_all,fisor
+    python benchmarks/speed.py --profile full --steps 20   # the papers' sizes: slower steps
 
-Writes ``benchmarks/results/speed_<task>.json`` and prints a Markdown table.
+Writes ``benchmarks/results/speed_<task>.json`` (``speed_<task>_full.json`` for the full profile)
+and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ import platform
 from pathlib import Path
 
 import torch
-from bench_utils import latency_ms, steps_per_second, write_result
 
 import envs
 from safe_agents import bench, get_agent_class, list_agents
@@ -34,22 +36,26 @@ from safe_agents.common.callbacks import StopAfterSteps
 SLOW = {"cdt": 20}
 
 
-def measure(name: str, task: str, env, data, steps: int) -> dict:
-    """Steps/s and predict latency of one agent at its quick-profile size on ``task``."""
-    n_steps, hyperparameters = bench.budget(name, task, bench.SweepSettings())
+def measure(name: str, task: str, env, data, steps: int, profile: str = "quick") -> dict:
+    """Steps/s and predict latency of one agent at its size under ``profile`` on ``task``."""
+    settings = bench.SweepSettings(profile=profile)
+    n_steps, hyperparameters = bench.budget(name, task, settings)
     agent_class = get_agent_class(name)
     if agent_class.needs_demos:
-        return measure_stages(agent_class, env, data, n_steps, hyperparameters)
-    timed = SLOW.get(name, steps)
-    rate = steps_per_second(agent_class, env, data, timed, n_steps, **hyperparameters)
+        config = agent_class.config_class.from_kwargs(
+            bench.PROFILE_PRESETS[profile], **hyperparameters
+        )
+        return measure_stages(agent_class, env, data, n_steps, config, hyperparameters)
+    timed = min(SLOW.get(name, steps), steps)
+    rate = bench.steps_per_second(agent_class, env, data, timed, n_steps, **hyperparameters)
     agent = agent_class(env, seed=0, **hyperparameters).learn_offline(
         data, n_steps=n_steps, callback=StopAfterSteps(5)
     )
     return {
         "timed_steps": timed,
         "steps_per_s": rate,
-        "predict_ms_1": latency_ms(agent, 1),
-        "predict_ms_1000": latency_ms(agent, 1000, repeats=5),
+        "predict_ms_1": bench.latency_ms(agent, 1),
+        "predict_ms_1000": bench.latency_ms(agent, 1000, repeats=5),
     }
 
 
@@ -58,9 +64,9 @@ STAGE_STEPS = {"discriminator": 20, "diffusion": 20, "policy": 100}
 WARMUP = 5
 
 
-def measure_stages(agent_class, env, data, n_steps: int, hyperparameters: dict) -> dict:
+def measure_stages(agent_class, env, data, n_steps: int, config, hyperparameters: dict) -> dict:
     """Steps/s of each of DSPO's stages (after a warm-up of each), the one-off generation time,
-    and the overall rate of the quick budget ``n_steps`` at those stage rates."""
+    and the overall rate of the budget ``n_steps`` (of ``config``'s stages) at those rates."""
     unlabeled, demos = data.strip_costs(bench.SweepSettings().n_safe_demos)
     lengths = {stage: WARMUP + steps for stage, steps in STAGE_STEPS.items()}
     timed_hyperparameters = {
@@ -79,8 +85,8 @@ def measure_stages(agent_class, env, data, n_steps: int, hyperparameters: dict) 
             generation_seconds = step_seconds[start]
         start += length
     budget = {
-        "discriminator": hyperparameters["discriminator_steps"],
-        "diffusion": hyperparameters["diffusion_train_steps"],
+        "discriminator": config.discriminator_steps,
+        "diffusion": config.diffusion_train_steps,
     }
     budget["policy"] = n_steps - sum(budget.values())
     seconds = sum(budget[stage] / rates[stage] for stage in budget) + generation_seconds
@@ -89,8 +95,8 @@ def measure_stages(agent_class, env, data, n_steps: int, hyperparameters: dict) 
         "steps_per_s": n_steps / seconds,
         "stage_steps_per_s": rates,
         "generation_s": generation_seconds,
-        "predict_ms_1": latency_ms(agent, 1),
-        "predict_ms_1000": latency_ms(agent, 1000, repeats=5),
+        "predict_ms_1": bench.latency_ms(agent, 1),
+        "predict_ms_1000": bench.latency_ms(agent, 1000, repeats=5),
     }
 
 
@@ -117,7 +123,12 @@ def main() -> None:
     parser.add_argument("--task", default="OfflineToyReachAvoid-v0")
     parser.add_argument("--agents", default=",".join(list_agents()))
     parser.add_argument("--steps", type=int, default=200, help="timed gradient steps per agent")
-    parser.add_argument("--out", default=None, help="default results/speed_<task>.json")
+    parser.add_argument(
+        "--profile", choices=tuple(bench.PROFILE_PRESETS), default="quick", help="agents' sizes"
+    )
+    parser.add_argument(
+        "--out", default=None, help="default results/speed_<task>.json (_full for --profile full)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)  # as in a sweep's worker, and steadier timings
     env = envs.make(args.task)
@@ -127,15 +138,16 @@ def main() -> None:
         names.insert(0, names.pop(names.index("bc_all")))
     results = {}
     for name in names:
-        results[name] = measure(name, args.task, env, data, args.steps)
+        results[name] = measure(name, args.task, env, data, args.steps, args.profile)
         print(f"{name}: {results[name]}", flush=True)
-    out = write_result(
-        args.out or Path(__file__).parent / "results" / f"speed_{args.task}.json",
+    suffix = "" if args.profile == "quick" else f"_{args.profile}"
+    out = bench.write_result(
+        args.out or Path(__file__).parent / "results" / f"speed_{args.task}{suffix}.json",
         {
             "task": args.task,
             "torch_threads": 1,
             "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-            "profile": "quick",
+            "profile": args.profile,
             "results": results,
         },
     )

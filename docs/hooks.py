@@ -22,7 +22,6 @@ import functools
 import importlib.util
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -59,10 +58,7 @@ def _bench() -> ModuleType:
 
 @functools.cache
 def _script(name: str) -> ModuleType:
-    """A script of ``benchmarks/`` as a module (they import ``bench_utils`` as a sibling)."""
-    folder = str(ROOT / "benchmarks")
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    """A script of ``benchmarks/`` as a module (its own renderer of its result file)."""
     spec = importlib.util.spec_from_file_location(f"_docs_{name}", ROOT / "benchmarks" / name)
     if spec is None or spec.loader is None:
         raise PluginError(f"cannot load benchmarks/{name}")

@@ -26,16 +26,24 @@ from envs.datasets import (
 )
 from envs.download import DownloadError
 from envs.evaluation import collect_episodes, evaluate
-from envs.metrics import Normalizer
+from envs.metrics import Normalizer, discriminator_report
+from envs.protocols import CandidateSampler, Policy, Predictor, SafetyScore
 from envs.registration import gymnasium_id, register_tasks
 from envs.tasks import TaskSpec, UnknownTaskError, get_task, list_tasks
 from envs.wrappers import NormalizedMetrics, SafetyFilter, StripCost, find_wrapper
+from safe_agents.common.data import register_dataset_loader
 
 # Neither imports a simulator: the hooks wait for `import safety_gymnasium`/`import dsrl`.
 _compat.install_import_hooks()
 register_tasks()
+# learn_offline("<task id>") and learn_offline("<DSRL file>") resolve through load_dataset.
+register_dataset_loader(load_dataset)
 
 __all__ = [
+    "CandidateSampler",
+    "Policy",
+    "Predictor",
+    "SafetyScore",
     "Behaviour",
     "BuildConfig",
     "CostAdapter",
@@ -54,6 +62,7 @@ __all__ = [
     "cache_dir",
     "collect_episodes",
     "density_filter",
+    "discriminator_report",
     "evaluate",
     "find_task_spec",
     "find_wrapper",

@@ -17,6 +17,7 @@ import numpy as np
 
 from envs import _compat
 from envs.tasks import TaskSpec, get_task
+from envs.toy import ToyReachAvoidEnv
 
 
 class CostAdapter(gym.Wrapper):
@@ -123,8 +124,6 @@ def make(task_id: str, **overrides: Any) -> gym.Env:
 
 def _make_task_env(spec: TaskSpec, max_episode_steps: int, kwargs: dict[str, Any]) -> gym.Env:
     if spec.simulator == "toy":
-        from envs.toy import ToyReachAvoidEnv
-
         env: gym.Env = ToyReachAvoidEnv(**kwargs)
         env = gym.wrappers.TimeLimit(env, max_episode_steps)
         return CostAdapter(env, spec)

@@ -32,14 +32,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from envs.datasets import (
-    MAX_BYTES_ENV_VAR,
-    DatasetError,
-    DatasetTooLargeError,
-    cache_dir,
-    read_hdf5,
-)
+from envs.cache import cache_dir
 from envs.tasks import get_task
+from safe_agents.common.dataset import DatasetError, DatasetTooLargeError
+from safe_agents.common.hdf5 import MAX_BYTES_ENV_VAR, read_hdf5
 
 _LOG = logging.getLogger(__name__)
 

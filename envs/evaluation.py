@@ -12,10 +12,9 @@ import numpy as np
 from envs.adapters import find_task_spec
 from envs.datasets import OfflineDataset
 from envs.metrics import Normalizer
+from envs.protocols import Policy, Predictor
 from envs.tasks import TaskSpec
 from envs.wrappers import NormalizedMetrics, find_wrapper, resolve_normalizer, step_cost
-
-Policy = Callable[[np.ndarray], np.ndarray] | Any
 
 
 def as_callable(policy: Policy, deterministic: bool = True) -> Callable[[np.ndarray], np.ndarray]:
@@ -24,8 +23,9 @@ def as_callable(policy: Policy, deterministic: bool = True) -> Callable[[np.ndar
     Raises:
         TypeError: ``policy`` is neither.
     """
-    if hasattr(policy, "predict"):
-        return lambda obs: policy.predict(obs, deterministic=deterministic)[0]
+    if isinstance(policy, Predictor):
+        predictor = policy  # bound here: mypy narrows a closure's variable only so
+        return lambda obs: predictor.predict(obs, deterministic=deterministic)[0]
     if callable(policy):
         return policy
     raise TypeError(

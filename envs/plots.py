@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from envs.protocols import Policy
 from envs.toy import GOAL, GOAL_RADIUS, HAZARD, HAZARD_RADIUS
+from safe_agents.common.dataset import OfflineDataset
 
 
 def plot_feasibility(
     value_fn: Callable[[np.ndarray], np.ndarray],
     path: str | Path,
-    policy: Any = None,
+    policy: Policy | None = None,
     n_rollouts: int = 4,
     seed: int = 0,
     resolution: int = 101,
@@ -85,7 +86,7 @@ def plot_feasibility(
 
 
 def plot_dataset(
-    dataset: Any,
+    dataset: OfflineDataset,
     path: str | Path,
     cost_limit: float | None = None,
     title: str | None = None,

@@ -74,7 +74,7 @@ SAFETY_GYMNASIUM_VELOCITY = [
 TOY_TASK_ID = "OfflineToyReachAvoid-v0"
 # Reference values of the toy task: the lowest and highest episode return and the highest episode
 # cost in its shipped dataset (envs/data/OfflineToyReachAvoid-v0.hdf5, built by
-# `python -m envs.toy`), exactly as DSRL derives its references from its datasets.
+# `python -m envs.toy_dataset`), exactly as DSRL derives its references from its datasets.
 TOY_REFERENCE = {
     "reward_min": 14.843152433633804,
     "reward_max": 86.44994395971298,

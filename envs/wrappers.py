@@ -14,6 +14,8 @@ import torch
 
 from envs.adapters import find_task_spec
 from envs.metrics import Normalizer
+from envs.protocols import CandidateSampler, SafetyScore
+from safe_agents.common.candidates import select_candidates
 
 
 def find_wrapper(env: gym.Env, wrapper_type: type) -> Any | None:
@@ -186,8 +188,8 @@ class SafetyFilter(gym.Wrapper):
     def __init__(
         self,
         env: gym.Env,
-        candidates: Any = None,
-        score: Any = None,
+        candidates: CandidateSampler | None = None,
+        score: SafetyScore | None = None,
         n: int = 16,
         threshold: float = 0.0,
         noise_scale: float = 0.3,
@@ -241,8 +243,6 @@ class SafetyFilter(gym.Wrapper):
         return np.clip(np.concatenate([proposed[None], others]), space.low, space.high)  # (n, A)
 
     def step(self, action):
-        from safe_agents.common.candidates import select_candidates
-
         space = self.box
         action = np.asarray(action, dtype=np.float32)
         if action.size != int(np.prod(space.shape)) or not np.isfinite(action).all():

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 import envs
+from envs.metrics import discriminator_report
 from safe_agents import DSPO, BCAll, BCSafe
-from safe_agents.dspo import discriminator_report
 
 TASK = "OfflineToyReachAvoid-v0"
 

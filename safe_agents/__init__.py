@@ -5,7 +5,7 @@
 >>> action, _ = agent.predict(obs, deterministic=True)
 """
 
-__version__ = "0.1.0"
+from safe_agents._version import __version__  # noqa: I001
 
 # First, before anything imports gymnasium: drop a third-party notice about Adroit environments.
 from safe_agents import _notices  # noqa: E402, F401, I001

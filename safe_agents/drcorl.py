@@ -64,17 +64,19 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
 
-from safe_agents.baselines.bc import gaussian_bc_loss, mse_bc_loss
-from safe_agents.common.base import BaseAgent, torch_threads
+from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import (
     CPU_MLPS,
-    AgentConfig,
+    CostCriticConfig,
     check_choice,
     check_in_range,
+    check_pid_gains,
     check_positive,
 )
 from safe_agents.common.critics import (
@@ -88,7 +90,10 @@ from safe_agents.common.critics import (
     upper_confidence_bound,
 )
 from safe_agents.common.data import TransitionBatch, done_mask, resolve_cost_limit
+from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import torch_threads
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
+from safe_agents.common.imitation import gaussian_bc_loss, mse_bc_loss
 from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import (
     DeterministicActor,
@@ -107,7 +112,7 @@ BRANCH_CODES = {REWARD: 0.0, MANIPULATED: 1.0, COST: 2.0}
 
 
 @dataclass(kw_only=True)
-class DRCORLConfig(AgentConfig):
+class DRCORLConfig(CostCriticConfig):
     """DRCORL hyperparameters (paper Table 2 unless noted).
 
     Attributes:
@@ -158,7 +163,6 @@ class DRCORLConfig(AgentConfig):
     n_steps: int = 110_000
     pretrain_steps: int = 100_000
     batch_size: int = 256
-    gamma: float = 0.99
     tau: float = 0.005
     actor_learning_rate: float = 6e-4
     critic_learning_rate: float = 6e-4
@@ -172,7 +176,6 @@ class DRCORLConfig(AgentConfig):
     n_cost_critics: int = 4
     ucb_k: float = 2.0
     cost_pessimism: float = 0.0
-    episode_length: int | None = None
     adaptation: str = "gradient"
     slack_minus: float = 0.2
     slack_plus: float = 0.2
@@ -188,8 +191,6 @@ class DRCORLConfig(AgentConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in (
-            "actor_learning_rate",
-            "critic_learning_rate",
             "behaviour_learning_rate",
             "policy_std",
             "temperature",
@@ -205,11 +206,7 @@ class DRCORLConfig(AgentConfig):
             raise ValueError(
                 f"n_cost_critics must be >= 2 (the UCB needs a spread), got {self.n_cost_critics}"
             )
-        if self.episode_length is not None:
-            check_positive("episode_length", self.episode_length)
-        if len(self.pid_gains) != 3 or min(self.pid_gains) < 0:
-            raise ValueError(f"pid_gains must be three values >= 0, got {self.pid_gains}")
-        check_in_range("gamma", self.gamma, 0.0, 0.999999)
+        check_pid_gains(self.pid_gains)
         check_in_range("tau", self.tau, 0.0, 1.0)
         check_in_range("reward_expectile", self.reward_expectile, 0.5, 1.0)
         check_choice("policy", self.policy, POLICIES)
@@ -367,7 +364,7 @@ class DRCORL(BaseAgent):
             "episode_length": self.episode_length,
         }
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         if self.num_steps == 0:  # a resumed run keeps the constants it started with
             limit = resolve_cost_limit(dataset, self.config.cost_limit)
             if limit <= 0:
@@ -420,6 +417,7 @@ class DRCORL(BaseAgent):
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
+        # Behaviour model and critics train in both phases (Algorithm 1 line 9): one loop.
         metrics = self._update_behaviour(obs, actions)
         metrics.update(self._update_critics(batch, obs, next_obs, actions))
         if self.num_steps < self.config.pretrain_steps:
@@ -430,7 +428,7 @@ class DRCORL(BaseAgent):
 
     def _update_behaviour(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
-        loss = F.mse_loss(self.behaviour(noisy, t, obs), noise)
+        loss = F.mse_loss(self.behaviour(noisy, t, obs), noise)  # Eq. 5
         self.optimizers["behaviour"].zero_grad()
         loss.backward()
         self.optimizers["behaviour"].step()
@@ -446,24 +444,28 @@ class DRCORL(BaseAgent):
         c = self.config
         # Time-limit ends are bootstrapped through: only true terminations stop the return.
         terminal = done_mask(batch, through_timeouts=True)
-        # Reward: IQL (Eq. 17-18).
+        # Reward: IQL (Eq. 17-18); targets are constants.
         with torch.no_grad():
             reward_target = td_target(batch.rewards, self.reward_v(next_obs), terminal, c.gamma)
-            reward_q_min = self.reward_q_target(obs, actions).min(dim=0).values
+            reward_q_min = self.reward_q_target(obs, actions).min(dim=0).values  # (B,), Eq. 17
         reward_q_loss = ensemble_td_loss(self.reward_q(obs, actions), reward_target)
         reward_v_loss = expectile_loss(reward_q_min - self.reward_v(obs), c.reward_expectile)
         # Cost: TD with the policy's next actions, each member on its own target (Eq. 19).
         with torch.no_grad():
+            # The policy's a', not the data's: Q_c must price the policy being extracted.
             next_actions, _ = self._sample_policy(next_obs, self.train_generator)
             policy_actions, _ = self._sample_policy(obs, self.train_generator)  # for Eq. 19
+            # (E, B): costs (B,) broadcast over the members' own target values.
             cost_target = td_target(
                 batch.costs, self.cost_q_target(next_obs, next_actions), terminal, c.gamma
             )
         cost_td_loss = ensemble_td_loss(self.cost_q(obs, actions), cost_target)
         cost_q_loss = cost_td_loss
         if c.cost_pessimism > 0:  # Eq. 19's term: lift Q_c on the policy's actions
+            # (E, B) -> per-member mean, summed as ensemble_td_loss sums the members' TD errors.
             policy_cost_q = self.cost_q(obs, policy_actions).mean(dim=1).sum()
             cost_q_loss = cost_q_loss - c.cost_pessimism * policy_cost_q
+        # One optimizer: each loss reaches only its own network (the targets are detached).
         loss = reward_q_loss + reward_v_loss + cost_q_loss
         self.optimizers["critic"].zero_grad()
         loss.backward()
@@ -479,6 +481,7 @@ class DRCORL(BaseAgent):
     def _warm_start(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
         """The warm start (Algorithm 1 line 3): toward the diffusion model, or the data."""
         if self.config.warm_start == "diffusion":
+            # KL(pi || mu_psi) alone: mode-seeking, so the policy settles on one behaviour mode.
             policy_actions, std = self._sample_policy(obs, self.train_generator)
             loss = self._kl_surrogate(obs, policy_actions, std)
         elif isinstance(self.actor, GaussianActor):
@@ -502,6 +505,7 @@ class DRCORL(BaseAgent):
         ``0.5 sum log(abar_t std^2 + sigma_t^2)``, weighted alike, so both terms describe the
         same smoothed KL.
         """
+        # t uniform over all T steps (score distillation, SRPO's estimator).
         t = torch.randint(
             self.scheduler.num_train_timesteps,
             (len(obs),),
@@ -511,24 +515,27 @@ class DRCORL(BaseAgent):
         noise = torch.randn(actions.shape, generator=self.train_generator, device=obs.device)
         abar = self.scheduler.alphas_cumprod.to(obs.device)[t].unsqueeze(-1)  # (B, 1)
         sigma = (1.0 - abar).sqrt()
+        # a detached: the gradient reaches a only through the inner product below.
         noisy = abar.sqrt() * actions.detach() + sigma * noise
+        # A constant coefficient: no backpropagation through eps_psi; eps is a control variate.
         with torch.no_grad():
-            predicted = self.behaviour(noisy, t, obs)
+            predicted: torch.Tensor = self.behaviour(noisy, t, obs)
             coefficient = sigma * abar.sqrt() * (predicted - noise)  # w(t) * score term
-        cross_entropy = (coefficient * actions).sum(dim=-1)
+        cross_entropy = (coefficient * actions).sum(dim=-1)  # (B,); its d/da is the coefficient
         if std is None or self.config.policy == "constant_variance":
             return cross_entropy.mean()  # no entropy to trade (fixed or zero variance)
         # The entropy of the policy smoothed to the same noise level,
         # N(sqrt(abar) m, abar S + sigma^2): log(std) alone would outweigh the smoothed cross
         # entropy and inflate the std.
         entropy = 0.5 * torch.log(abar * std**2 + sigma**2).sum(dim=-1)
+        # sigma (B, 1) -> (B,): w(t) = sigma_t^2 weights the entropy as the cross entropy.
         return (cross_entropy - sigma.squeeze(-1) ** 2 * entropy).mean()
 
     def _extract_policy(self, obs: torch.Tensor) -> dict[str, float]:
         c = self.config
         step = self.num_steps - c.pretrain_steps
         span = max(self.total_steps - c.pretrain_steps, 1)
-        shrink = max(1.0 - step / span, 0.0)
+        shrink = max(1.0 - step / span, 0.0)  # slacks shrink linearly to 0 (Appendix D.2)
         slack_minus, slack_plus = c.slack_minus * shrink, c.slack_plus * shrink
         beta = temperature_at(
             c.temperature_schedule, c.temperature, 1 + step // c.temperature_epoch_steps
@@ -537,12 +544,16 @@ class DRCORL(BaseAgent):
         length = float(self.episode_length.value)
         q_limit = limit / ((1.0 - c.gamma) * length)  # the limit in Q units
 
+        # a = m + sigma z, reparameterized: the critics' gradients reach m and sigma (Eq. 23).
         actions, std = self._sample_policy(obs, self.train_generator)
         reward_q = self.reward_q(obs, actions).min(dim=0).values
+        # (B,): Eq. 24's UCB both decides the branch and drives the cost gradient.
         cost_ucb = upper_confidence_bound(self.cost_q(obs, actions), c.ucb_k)
         kl = self._kl_surrogate(obs, actions, std)
+        # Both terms in units of order 1 (detached mean |Q_r|; the Q-unit limit): one beta fits all.
         reward_loss = -(reward_q / reward_q.abs().mean().detach().clamp(min=1e-6)).mean()
         cost_loss = (cost_ucb / q_limit).mean()
+        # Appendix B.1: Q (1 - gamma) L, from the mean UCB over the batch's dataset states.
         episode_cost = episode_cost_estimate(cost_ucb.mean().item(), c.gamma, length)
         normalized_cost = episode_cost / limit
 
@@ -555,7 +566,7 @@ class DRCORL(BaseAgent):
             "kl_surrogate": kl.item(),
             "policy_q_reward": reward_q.mean().item(),
         }
-        if c.adaptation == "lagrangian":
+        if c.adaptation == "lagrangian":  # Eq. 22, the multiplier fed by the UCB estimate
             multiplier = self.lagrangian.update(episode_cost, limit)
             loss = reward_loss + multiplier * cost_loss + kl / beta
             direction = _flat_grad(loss, params, retain=False)
@@ -567,18 +578,22 @@ class DRCORL(BaseAgent):
             elif branch == COST:
                 direction = _flat_grad(cost_loss + kl / beta, params, retain=False)
             else:
+                # retain: the cost gradient below reuses the graph of actions and KL.
                 reward_grad = _flat_grad(reward_loss + kl / beta, params, retain=True)
                 cost_grad = _flat_grad(cost_loss + kl / beta, params, retain=False)
                 direction, metrics["gradient_angle"] = combine_gradients(reward_grad, cost_grad)
             metrics["branch"] = BRANCH_CODES[branch]
             for name in BRANCH_CODES:
                 metrics[f"branch_{name}"] = float(branch == name)
+        # Overwrites .grad (no zero_grad needed), so Adam steps along the chosen direction.
         _assign_grad(params, direction)
         self.optimizers["actor"].step()
         return metrics
 
     # ------------------------------------------------------------------ inspection
-    def policy_distribution(self, observation: Any) -> tuple[Any, Any]:
+    def policy_distribution(
+        self, observation: NDArray[Any]
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """``(mean, std)`` of the policy in environment units (std 0 for a Dirac policy).
 
         One observation gives ``(act_dim,)`` arrays, a batch ``(B, act_dim)``.
@@ -591,7 +606,7 @@ class DRCORL(BaseAgent):
             env_std = (std * half_range).cpu().numpy() if std is not None else 0.0 * env_mean
         return (env_mean[0], env_std[0]) if single else (env_mean, env_std)
 
-    def cost_estimate(self, observations: Any) -> float:
+    def cost_estimate(self, observations: NDArray[Any]) -> float:
         """The UCB episode-cost estimate of the deterministic policy on these states."""
         obs, _ = self._check_observation(observations)
         with torch_threads(self.torch_threads), torch.no_grad():

@@ -32,7 +32,8 @@ Training runs three stages one after the other within ``learn_offline``'s ``n_st
 
 The generated pairs are buffers of the agent, so checkpoints resume exactly after generation,
 and :meth:`DSPO.safety_signals` gives the discriminator's view of any dataset (the benchmark
-scores it against the hidden labels with :func:`discriminator_report`, the paper's Table 2).
+scores it against the hidden labels with ``envs.metrics.discriminator_report``, the paper's
+Table 2).
 
 **Our reading and deviations** (the paper gives no hyperparameter table):
 
@@ -46,34 +47,37 @@ scores it against the hidden labels with :func:`discriminator_report`, the paper
 - The denoiser is a Diffuser-style dilated residual convolution stack without down/up-sampling
   and without an EMA copy; it predicts the noise (Eq. 6), not the clean segment.
 - Observations are standardized with the statistics of ``D^U u D^S`` (``normalize_observations``).
+
+**Layout**: config, losses, the stages' pieces, the agent. The windows cut from episodes and
+the transformer trunk are shared with CDT (:mod:`safe_agents.common.sequence`). The module is
+somewhat over the house's ~600 lines because one agent trains three models in three stages plus
+the generation between them.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
-from safe_agents.common.callbacks import BaseCallback
 from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
 from safe_agents.common.data import coerce_dataset
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
 from safe_agents.common.networks import (
     ActionScaler,
-    CausalTransformerBlock,
     DeterministicActor,
     TemporalConvDenoiser,
     init_transformer_weights,
     mlp,
 )
+from safe_agents.common.sequence import EpisodeWindows, TokenTransformer, WindowBatch, masked_mean
 
 
 @dataclass(kw_only=True)
@@ -199,76 +203,7 @@ class DSPOConfig(AgentConfig):
         return self.discriminator_steps + self.diffusion_train_steps
 
 
-# ------------------------------------------------------------------------- stage 1 pieces
-class SafetyTransformer(nn.Module):
-    """DSPO's discriminator: a causal GPT over (state, action) tokens and attention pooling.
-
-    Inputs are scaled (standardized states, ``[-1, 1]`` actions). :meth:`forward` returns the
-    pooled pre-sigmoid signal ``mean_t z_t`` of each window; ``sigmoid`` of it is ``z_tau``.
-    """
-
-    tokens_per_step = 2
-
-    def __init__(
-        self,
-        obs_dim: int,
-        act_dim: int,
-        window_len: int,
-        embedding_dim: int,
-        num_layers: int,
-        num_heads: int,
-        dropout: float,
-        pooling_dim: int,
-    ) -> None:
-        super().__init__()
-        self.embedding_dim = embedding_dim
-        self.state_embedding = nn.Linear(obs_dim, embedding_dim)
-        self.action_embedding = nn.Linear(act_dim, embedding_dim)
-        self.position_embedding = nn.Embedding(window_len, embedding_dim)
-        self.embedding_norm = nn.LayerNorm(embedding_dim)
-        self.embedding_drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            CausalTransformerBlock(embedding_dim, num_heads, dropout, dropout)
-            for _ in range(num_layers)
-        )
-        self.output_norm = nn.LayerNorm(embedding_dim)
-        self.key = nn.Linear(embedding_dim, pooling_dim)
-        self.query = nn.Linear(embedding_dim, pooling_dim)
-        self.value = nn.Linear(embedding_dim, 1)
-        self.apply(init_transformer_weights)
-
-    def features(
-        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
-    ) -> torch.Tensor:
-        """``x_t``, ``(B, K, D)``: the causal output at each step's action token.
-
-        Args:
-            obs: ``(B, K, obs_dim)``; actions: ``(B, K, act_dim)``; mask: ``(B, K)``, 1 on real
-                steps and 0 on padding (padding sits at the end of a window).
-        """
-        batch, steps = obs.shape[0], obs.shape[1]
-        position = self.position_embedding(torch.arange(steps, device=obs.device))  # (K, D)
-        tokens = torch.stack(
-            [self.state_embedding(obs) + position, self.action_embedding(actions) + position],
-            dim=2,
-        ).reshape(batch, steps * self.tokens_per_step, self.embedding_dim)
-        padding = (mask < 0.5).repeat_interleave(self.tokens_per_step, dim=1)
-        out = self.embedding_drop(self.embedding_norm(tokens))
-        for block in self.blocks:
-            out = block(out, padding)
-        out = self.output_norm(out).reshape(batch, steps, self.tokens_per_step, -1)
-        return out[:, :, 1]
-
-    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``(B,)`` pooled signals ``mean_t z_t`` (pre-sigmoid) over each window's real steps."""
-        x = self.features(obs, actions, mask)
-        keys, queries, values = self.key(x), self.query(x), self.value(x)  # (B,K,d),(B,K,d),(B,K,1)
-        scores = queries @ keys.transpose(1, 2)  # (B, K_t, K_s)
-        scores = scores.masked_fill(mask[:, None, :] < 0.5, float("-inf"))
-        pooled = torch.softmax(scores, dim=-1) @ values  # (B, K, 1): z_t
-        return (pooled.squeeze(-1) * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
-
-
+# --------------------------------------------------------------------------------- losses
 def vclub_estimate(log_q: torch.Tensor, bins: torch.Tensor) -> torch.Tensor:
     """``I_vCLUB = E_joint log q(r|z) - E_p(z) E_p(r) log q(r|z)`` on a batch (Eq. 4).
 
@@ -291,69 +226,59 @@ def return_bins(returns: torch.Tensor, low: float, high: float, n_bins: int) -> 
     return (scaled * n_bins).long().clamp(0, n_bins - 1)
 
 
-class WindowBatch(NamedTuple):
-    """Trajectory windows (padded at the end) and the index of the episode of each."""
+# ------------------------------------------------------------------------- stage 1 pieces
+class SafetyTransformer(TokenTransformer):
+    """DSPO's discriminator: a causal GPT over (state, action) tokens and attention pooling.
 
-    obs: torch.Tensor  # (B, K, obs_dim), raw
-    actions: torch.Tensor  # (B, K, act_dim), environment units
-    mask: torch.Tensor  # (B, K)
-    episodes: torch.Tensor  # (B,)
-
-
-class EpisodeWindows:
-    """Windows of ``length`` steps from a dataset's episodes, sampled with a generator.
-
-    An episode is drawn uniformly, then a start uniformly among those that keep the window
-    inside it (episodes shorter than the window start at 0 and are padded). With ``full=True``
-    only episodes of at least ``length`` steps are drawn (diffusion segments are never padded).
+    Inputs are scaled (standardized states, ``[-1, 1]`` actions). :meth:`forward` returns the
+    pooled pre-sigmoid signal ``mean_t z_t`` of each window; ``sigmoid`` of it is ``z_tau``.
     """
 
-    def __init__(self, dataset: Any, length: int, device: torch.device, full: bool = False):
-        bounds = dataset.episode_bounds()
-        starts = np.array([start for start, _ in bounds], dtype=np.int64)
-        lengths = np.array([stop - start for start, stop in bounds], dtype=np.int64)
-        eligible = np.flatnonzero(lengths >= length) if full else np.arange(len(bounds))
-        if not len(eligible):
-            raise ValueError(
-                f"no episode has the {length} steps of a segment (the longest has "
-                f"{lengths.max()}); lower segment_len"
-            )
-        self.length = length
-        self.device = device
-        self.obs = torch.as_tensor(dataset.observations, device=device)
-        self.actions = torch.as_tensor(dataset.actions, device=device)
-        self.starts = torch.as_tensor(starts, device=device)
-        self.lengths = torch.as_tensor(lengths, device=device)
-        self.eligible = torch.as_tensor(eligible, device=device)
+    tokens_per_step = 2
 
-    def _gather(self, episodes: torch.Tensor, offsets: torch.Tensor) -> WindowBatch:
-        steps = offsets[:, None] + torch.arange(self.length, device=self.device)  # (B, K)
-        length = self.lengths[episodes][:, None]
-        valid = steps < length
-        rows = self.starts[episodes][:, None] + torch.minimum(steps, length - 1)
-        mask = valid.float()
-        return WindowBatch(
-            self.obs[rows] * mask[..., None], self.actions[rows] * mask[..., None], mask, episodes
-        )
+    def __init__(
+        self,
+        obs_dim: int,
+        act_dim: int,
+        window_len: int,
+        embedding_dim: int,
+        num_layers: int,
+        num_heads: int,
+        dropout: float,
+        pooling_dim: int,
+    ) -> None:
+        super().__init__()
+        self.state_embedding = nn.Linear(obs_dim, embedding_dim)
+        self.action_embedding = nn.Linear(act_dim, embedding_dim)
+        self.position_embedding = nn.Embedding(window_len, embedding_dim)
+        self._add_causal_trunk(embedding_dim, num_layers, num_heads, dropout, dropout, dropout)
+        self.key = nn.Linear(embedding_dim, pooling_dim)
+        self.query = nn.Linear(embedding_dim, pooling_dim)
+        self.value = nn.Linear(embedding_dim, 1)
+        self.apply(init_transformer_weights)
 
-    def sample(self, batch_size: int, generator: torch.Generator) -> WindowBatch:
-        draw = generator.device
-        pick = torch.randint(len(self.eligible), (batch_size,), generator=generator, device=draw)
-        episodes = self.eligible[pick.to(self.device)]
-        room = (self.lengths[episodes] - self.length).clamp(min=0) + 1
-        uniform = torch.rand(batch_size, generator=generator, device=draw).to(self.device)
-        offsets = (uniform * room).long().clamp(max=room - 1)
-        return self._gather(episodes, offsets)
+    def features(
+        self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """``x_t``, ``(B, K, D)``: the causal output at each step's action token.
 
-    def covering(self) -> WindowBatch:
-        """Consecutive windows that cover every episode once (the last one padded)."""
-        episodes, offsets = [], []
-        for episode, length in enumerate(self.lengths.tolist()):
-            for offset in range(0, length, self.length):
-                episodes.append(episode)
-                offsets.append(offset)
-        as_tensor = lambda values: torch.as_tensor(values, device=self.device)  # noqa: E731
-        return self._gather(as_tensor(episodes), as_tensor(offsets))
+        Args:
+            obs: ``(B, K, obs_dim)``; actions: ``(B, K, act_dim)``; mask: ``(B, K)``, 1 on real
+                steps and 0 on padding (padding sits at the end of a window).
+        """
+        position = self.position_embedding(torch.arange(obs.shape[1], device=obs.device))  # (K, D)
+        step_embeddings = [self.state_embedding(obs), self.action_embedding(actions)]
+        out = self.encode_steps(step_embeddings, position, mask < 0.5)  # (B, K, 2, D)
+        return out[:, :, 1]
+
+    def forward(self, obs: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` pooled signals ``mean_t z_t`` (pre-sigmoid) over each window's real steps."""
+        x = self.features(obs, actions, mask)
+        keys, queries, values = self.key(x), self.query(x), self.value(x)  # (B,K,d),(B,K,d),(B,K,1)
+        scores = queries @ keys.transpose(1, 2)  # (B, K_t, K_s)
+        scores = scores.masked_fill(mask[:, None, :] < 0.5, float("-inf"))
+        pooled = torch.softmax(scores, dim=-1) @ values  # (B, K, 1): z_t
+        return masked_mean(pooled.squeeze(-1), mask, dim=1)
 
 
 # ------------------------------------------------------------------------- stage 3 pieces
@@ -372,43 +297,6 @@ class GeneratedPairs(nn.Module):
         self.register_buffer("obs", torch.zeros(n_pairs, obs_dim))
         self.register_buffer("actions", torch.zeros(n_pairs, act_dim))
         self.register_buffer("ready", torch.tensor(0.0))
-
-
-def discriminator_report(
-    signals: np.ndarray, is_safe: np.ndarray, threshold: float = 0.5
-) -> dict[str, float]:
-    """The paper's Table 2 metrics of safety signals against the hidden true labels.
-
-    Args:
-        signals: ``(N,)`` per-trajectory signals in ``(0, 1)`` (:meth:`DSPO.safety_signals`).
-        is_safe: ``(N,)`` whether each trajectory is within the cost limit.
-        threshold: a signal ``>= threshold`` counts as "safe".
-
-    Returns:
-        ``recall`` (safe trajectories called safe), ``precision``, ``accuracy``, ``f1`` and
-        ``pearson`` (correlation of the signal with the safe indicator; NaN when either is
-        constant), plus ``n`` and ``n_safe``.
-    """
-    signals = np.asarray(signals, dtype=np.float64).reshape(-1)
-    truth = np.asarray(is_safe, dtype=bool).reshape(-1)
-    if signals.shape != truth.shape:
-        raise ValueError(f"signals {signals.shape} and labels {truth.shape} differ in length")
-    called = signals >= threshold
-    true_positive = float(np.sum(called & truth))
-    recall = true_positive / max(truth.sum(), 1)
-    precision = true_positive / max(called.sum(), 1)
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
-    constant = signals.std() == 0 or truth.all() or not truth.any()
-    pearson = float("nan") if constant else float(np.corrcoef(signals, truth)[0, 1])
-    return {
-        "recall": float(recall),
-        "precision": float(precision),
-        "accuracy": float(np.mean(called == truth)),
-        "f1": float(f1),
-        "pearson": pearson,
-        "n": int(len(truth)),
-        "n_safe": int(truth.sum()),
-    }
 
 
 # ------------------------------------------------------------------------------ the agent
@@ -476,44 +364,18 @@ class DSPO(BaseAgent):
         }
 
     # ------------------------------------------------------------------ data
-    def learn_offline(
-        self,
-        dataset: Any,
-        n_steps: int | None = None,
-        callback: BaseCallback | Sequence[BaseCallback] | None = None,
-        progress_bar: bool = False,
-        log_dir: str | Path | None = None,
-        *,
-        demos: Any = None,
-        **kwargs: Any,
-    ) -> DSPO:
-        """Train on unlabeled trajectories ``dataset`` and safe demonstrations ``demos``.
-
-        Both accept what :meth:`BaseAgent.learn_offline` accepts for ``dataset``; cost labels,
-        if present, are dropped unread. The other arguments are the base class's.
-
-        Raises:
-            ValueError: no ``demos``, or ``n_steps`` that leaves no step for the policy.
-        """
-        if demos is None:
-            raise ValueError(
-                "DSPO learns from unlabeled trajectories plus safe demonstrations: call "
-                "learn_offline(unlabeled, demos=demos); dataset.strip_costs(n_safe_demos=10) "
-                "makes both from a cost-labelled dataset"
-            )
-        total = int(n_steps if n_steps is not None else self.config.n_steps)
+    def _check_total_steps(self, total: int) -> None:
         if total <= self.config.policy_start:
             raise ValueError(
                 f"n_steps ({total}) must exceed discriminator_steps + diffusion_train_steps "
                 f"({self.config.policy_start}) so that the policy trains"
             )
-        self._demos = coerce_dataset(demos).without_costs()
-        self._demos.check_spaces(self.observation_space, self.action_space)
-        super().learn_offline(dataset, total, callback, progress_bar, log_dir, **kwargs)
-        return self
 
     def _prepare_dataset(self, dataset: Any) -> Any:
-        self._unlabeled = dataset.without_costs()  # DSPO never reads a cost
+        # DSPO never reads a cost, of the unlabeled data or of the demos.
+        assert self.demos is not None  # needs_demos: learn_offline refused a call without them
+        self._demos = self.demos.without_costs()
+        self._unlabeled = dataset.without_costs()
         return type(dataset).concatenate([self._unlabeled, self._demos])
 
     def _setup_training(self, dataset: Any) -> None:
@@ -556,6 +418,12 @@ class DSPO(BaseAgent):
             return "diffusion"
         return "policy"
 
+    def _before_step(self) -> None:
+        # The generation stage: once, between the diffusion model's last step and the policy's
+        # first (again after a resume from a checkpoint saved before it).
+        if self._stage() == "policy" and self.generated.ready.item() == 0:
+            self._generate()
+
     def _sample_batch(self) -> Any:
         c = self.config
         stage = self._stage()
@@ -568,8 +436,6 @@ class DSPO(BaseAgent):
             return demos, unlabeled
         if stage == "diffusion":
             return self._segments.sample(c.diffusion_batch_size, self.train_generator)
-        if self.generated.ready.item() == 0:
-            self._generate()
         n_generated, n_demo = len(self.generated.obs), len(self._demo_pairs[0])
         generator = self.train_generator
         index = torch.randint(
@@ -696,8 +562,8 @@ class DSPO(BaseAgent):
         ones = torch.ones(len(condition), device=self.device)
 
         def guided(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            conditional = self.denoiser(x, t, condition, ones)
-            unconditional = self.denoiser(x, t, condition, torch.zeros_like(ones))
+            conditional: torch.Tensor = self.denoiser(x, t, condition, ones)
+            unconditional: torch.Tensor = self.denoiser(x, t, condition, torch.zeros_like(ones))
             return unconditional + c.guidance_scale * (conditional - unconditional)
 
         start = time.perf_counter()
@@ -721,10 +587,11 @@ class DSPO(BaseAgent):
         return {"actor_loss": loss.item()}
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        return self.actor(obs)
+        actions: torch.Tensor = self.actor(obs)
+        return actions
 
     # ------------------------------------------------------------------ inspection
-    def safety_signals(self, dataset: Any) -> np.ndarray:
+    def safety_signals(self, dataset: Any) -> NDArray[np.float32]:
         """The SafetyTransformer's signal ``z_tau`` in ``(0, 1)`` for every episode of a dataset.
 
         Higher means "looks like the safe demonstrations". Costs, if any, are not read.
@@ -734,7 +601,7 @@ class DSPO(BaseAgent):
         windows = EpisodeWindows(data, self.config.window_len, self.device)
         return self._signals_of(windows).cpu().numpy()
 
-    def generated_segments(self) -> tuple[np.ndarray, np.ndarray]:
+    def generated_segments(self) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
         """The generated ``(observations, actions)`` in environment units, ``(N, H, dim)``.
 
         Raises:

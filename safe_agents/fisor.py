@@ -55,9 +55,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
-from safe_agents.common.base import SafetyCriticAgent, torch_threads
 from safe_agents.common.candidates import MODES, select_candidates
 from safe_agents.common.config import (
     DiffusionPolicyConfig,
@@ -78,7 +78,10 @@ from safe_agents.common.critics import (
     td_target,
 )
 from safe_agents.common.data import TransitionBatch, done_mask, episode_horizon
+from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import torch_threads
 from safe_agents.common.networks import NoisePredictionNet, ScalarBuffer
+from safe_agents.common.safety_critic_agent import SafetyCriticAgent
 
 WEIGHTINGS = ("feasibility", "uniform")
 
@@ -232,7 +235,7 @@ def policy_weights(
     return torch.where(infeasible_state, cost_weight, feasible_weight)
 
 
-def reward_scale(dataset: Any, episode_length: int | None = None) -> float:
+def reward_scale(dataset: OfflineDataset, episode_length: int | None = None) -> float:
     """The authors' reward normalization factor, ``episode_length / (R_max - R_min)``.
 
     ``R_max - R_min`` is the spread of the dataset's episode returns; ``episode_length`` defaults
@@ -335,14 +338,14 @@ class FISOR(SafetyCriticAgent):
             "reward_normalizer": self.reward_normalizer,
         }
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         if self.num_steps == 0:
             self.reward_normalizer.value.fill_(reward_scale(dataset, self.config.episode_length))
 
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
         c = self.config
         # 1. Policy first, as the authors order it: the weights use the critics as they stand.
-        actor_losses, weights = [], torch.zeros(())
+        actor_losses, weights = [], torch.zeros(())  # weights: the last actor update's, for the log
         for k in range(c.actor_updates_per_step):
             # The cosine decay counts actor updates: a function of the step counter (resumable).
             update = self.num_steps * c.actor_updates_per_step + k
@@ -354,29 +357,37 @@ class FISOR(SafetyCriticAgent):
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
-        done = done_mask(batch, through_timeouts=False)
+        done = done_mask(batch, through_timeouts=False)  # the authors' DSRL done: time-outs too
+        # r L / (R_max - R_min): a return's range maps to about one unit per step on any task.
         rewards = batch.rewards * self.reward_normalizer.value
 
         # 2. Feasibility: HJ reachability backup for Q_h, reversed expectile for V_h.
         h = constraint_signal(batch.costs, c.cost_scale)
+        # Regression targets are constants; Q_h bootstraps from V_h(s'), IQL-style (no target V).
         with torch.no_grad():
             q_h_target = reachability_target(h, self.feasibility_v(next_obs), done, c.gamma)
+            # (B,): max over the ensemble, since h > 0 is violation: never underestimate it.
             q_h_pessimistic = self.feasibility_q_target(obs, actions).max(dim=0).values
         q_h_loss = ensemble_td_loss(self.feasibility_q(obs, actions), q_h_target)
         v_h = self.feasibility_v(obs)
+        # Weight tau on Q_h < V_h: V_h tracks the lowest in-data Q_h, the best reachable safety.
         v_h_loss = reversed_expectile_loss(q_h_pessimistic - v_h, c.feasibility_expectile)
 
         # 3. Reward: IQL.
         with torch.no_grad():
             q_r_target = td_target(rewards, self.reward_v(next_obs), done, c.gamma)
+            # (B,): min over the ensemble, IQL's guard against overestimated rewards.
             q_r_conservative = self.reward_q_target(obs, actions).min(dim=0).values
         q_r_loss = ensemble_td_loss(self.reward_q(obs, actions), q_r_target)
+        # Upper expectile: V_r approaches the best in-data action without querying others.
         v_r_loss = expectile_loss(q_r_conservative - self.reward_v(obs), c.reward_expectile)
 
+        # One optimizer suffices: each loss reaches only its own network (targets are detached).
         critic_loss = q_h_loss + v_h_loss + q_r_loss + v_r_loss
         self.optimizers["critic"].zero_grad()
         critic_loss.backward()
         self.optimizers["critic"].step()
+        # Slow targets: they feed V's regression and the next step's actor weights.
         soft_update(self.feasibility_q_target, self.feasibility_q, c.tau)
         soft_update(self.reward_q_target, self.reward_q, c.tau)
 
@@ -398,6 +409,7 @@ class FISOR(SafetyCriticAgent):
         c = self.config
         obs = self.obs_scaler(actor_batch.obs)
         actions = self.action_scaler.normalize(actor_batch.actions)
+        # The weights are constants of the regression (Eq. 13): no gradient into the critics.
         with torch.no_grad():
             if c.actor_weighting == "uniform":
                 weights = torch.ones(len(obs), device=obs.device)
@@ -410,14 +422,17 @@ class FISOR(SafetyCriticAgent):
                     c,
                 )
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
+        # Eq. 14: weighted noise regression is exact energy guidance, no time-dependent classifier.
         loss = weighted_noise_loss(self.actor(noisy, t, obs), noise, weights)
+        # None: 1.5x the planned actor updates, the authors' ratio (3M decay over 2M updates).
         decay = c.actor_lr_decay_steps or int(1.5 * self.total_steps * c.actor_updates_per_step)
+        # Set before stepping: update k uses lr(k), as optax's schedule counts from 0.
         for group in self.optimizers["actor"].param_groups:
             group["lr"] = cosine_learning_rate(c.actor_learning_rate, update, decay)
         self.optimizers["actor"].zero_grad()
         loss.backward()
         self.optimizers["actor"].step()
-        soft_update(self.actor_ema, self.actor, c.ema_tau)
+        soft_update(self.actor_ema, self.actor, c.ema_tau)  # per actor update; sampling uses it
         return loss.item(), weights
 
     # ------------------------------------------------------------------ execution
@@ -438,10 +453,10 @@ class FISOR(SafetyCriticAgent):
         actions, _ = select_candidates(candidates, q_h, q_r, 0.0, self.config.selection)
         return actions
 
-    def feasibility_value(self, observation: np.ndarray) -> np.ndarray:
+    def feasibility_value(self, observation: NDArray[Any]) -> NDArray[np.float32]:
         """``V_h(s)`` for one observation (a float array of shape ()) or a batch (``(B,)``)."""
         obs, single = self._check_observation(observation)
         with torch_threads(self.torch_threads), torch.no_grad():
             tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
-            values = self.feasibility_v(tensor).cpu().numpy()
+            values: NDArray[np.float32] = self.feasibility_v(tensor).cpu().numpy()
         return values[0] if single else values

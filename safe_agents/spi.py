@@ -35,7 +35,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from safe_agents.common.base import SafetyCriticAgent
 from safe_agents.common.candidates import select_candidates
 from safe_agents.common.config import (
     DiffusionPolicyConfig,
@@ -52,6 +51,7 @@ from safe_agents.common.critics import (
 )
 from safe_agents.common.data import TransitionBatch, done_mask
 from safe_agents.common.networks import NoisePredictionNet
+from safe_agents.common.safety_critic_agent import SafetyCriticAgent
 
 COST_REMAPS = ("indicator", "clip")
 NEXT_ACTIONS = ("policy", "dataset")
@@ -138,6 +138,7 @@ def guided_policy_loss(
     phi: float,
 ) -> torch.Tensor:
     """``eta L_diff - mu Q_r / mean|Q_r| - phi Q_c' / mean|Q_c'|`` (scales detached)."""
+    # Detached scales (Diffusion-QL): order-1 terms, so mu and phi weigh comparable quantities.
     reward_term = reward_q.mean() / reward_q.abs().mean().detach().clamp(min=1e-6)
     safety_term = safety_q.mean() / safety_q.abs().mean().detach().clamp(min=1e-6)
     return eta * diffusion_loss - mu * reward_term - phi * safety_term
@@ -187,37 +188,45 @@ class SPI(SafetyCriticAgent):
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
         done = done_mask(batch, through_timeouts=False)  # FISOR's rule: a time-out ends it
+        # Eq. 4: c' = 1 on safe steps, so a long safe run accumulates value like a reward.
         safety_signal = remap_costs(batch.costs, c.cost_remap, c.cost_max)
 
         # Critics: TD on both signals, next action from the EMA policy (or the dataset).
         with torch.no_grad():
             if c.next_action == "policy":
+                # (B, act_dim): the EMA copy plays the policy's target network (Diffusion-QL).
                 next_actions = self._sample_actions(self.actor_ema, next_obs, self.train_generator)
             else:
                 next_actions = self.action_scaler.normalize(batch.next_actions)
+            # (B,): twin minimum, pessimistic for both since a higher c' value is also better.
             next_reward_q = self.reward_q_target(next_obs, next_actions).min(dim=0).values
             next_safety_q = self.safety_q_target(next_obs, next_actions).min(dim=0).values
             reward_target = td_target(batch.rewards, next_reward_q, done, c.gamma)
             safety_target = td_target(safety_signal, next_safety_q, done, c.gamma)
+        # Targets (B,) -> (2, B): both twins regress on the same target.
         reward_q_loss = F.mse_loss(self.reward_q(obs, actions), reward_target.expand(2, -1))
         safety_q_loss = F.mse_loss(self.safety_q(obs, actions), safety_target.expand(2, -1))
         self.optimizers["critic"].zero_grad()
+        # One optimizer: the two critics share no parameters, so the sum separates.
         (reward_q_loss + safety_q_loss).backward()
         self.optimizers["critic"].step()
 
         # Policy: diffusion (BC) loss plus both critics on actions sampled through the chain.
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
-        diffusion_loss = F.mse_loss(self.actor(noisy, t, obs), noise)
+        diffusion_loss = F.mse_loss(self.actor(noisy, t, obs), noise)  # L_diffusion of Eq. 6
         if c.mu > 0 or c.phi > 0:
+            # a^s, differentiable through the reverse chain (Eq. 9), scored by the updated critics
             sampled = self._sample_actions(self.actor, obs, self.train_generator)
             reward_q = self.reward_q(obs, sampled).min(dim=0).values
             safety_q = self.safety_q(obs, sampled).min(dim=0).values
             actor_loss = guided_policy_loss(diffusion_loss, reward_q, safety_q, c.eta, c.mu, c.phi)
         else:
-            actor_loss = c.eta * diffusion_loss
+            actor_loss = c.eta * diffusion_loss  # no guidance: skip the costly chain sampling
         self.optimizers["actor"].zero_grad()
+        # This also fills the critics' .grad; the critic optimizer zeroes it before its next use.
         actor_loss.backward()
         self.optimizers["actor"].step()
+        # Targets and EMA after both updates, Diffusion-QL's order.
         soft_update(self.reward_q_target, self.reward_q, c.tau)
         soft_update(self.safety_q_target, self.safety_q, c.tau)
         soft_update(self.actor_ema, self.actor, c.ema_tau)

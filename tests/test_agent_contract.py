@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import zipfile
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -293,9 +294,12 @@ def test_learn_offline_accepts_every_dataset_form(env, toy_dataset, tmp_path):
     assert all(torch.equal(results[0], other) for other in results[1:])
     with pytest.raises(TypeError, match="dataset must be"):
         make("bc_all", env).learn_offline(42, n_steps=1)
-    ball = envs.make("OfflineBallRun-v0")
+    wider = gym.spaces.Box(-np.inf, np.inf, (7,), dtype=np.float32)  # BallRun's observations
+    agent = safe_agents.make_agent(
+        "bc_all", observation_space=wider, action_space=env.action_space, seed=0
+    )
     with pytest.raises(envs.DatasetError, match="'observations' has 2 columns"):
-        make("bc_all", ball).learn_offline(toy_dataset, n_steps=1)
+        agent.learn_offline(toy_dataset, n_steps=1)
 
 
 def test_logs_are_written_to_csv_and_jsonl(env, toy_dataset, tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 import envs
 from safe_agents import BCAll, BCSafe
@@ -10,6 +11,7 @@ from safe_agents import BCAll, BCSafe
 TOY = "OfflineToyReachAvoid-v0"
 
 
+@pytest.mark.slow
 def test_bc_safe_is_measurably_safer_than_bc_all(toy_dataset):
     env = envs.make(TOY)
     reports = {}

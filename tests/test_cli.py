@@ -39,7 +39,7 @@ def test_train_then_evaluate_a_saved_agent(tmp_path, capsys):
     out = capsys.readouterr().out
     saved = tmp_path / f"bc_safe-{TOY}-seed3.zip"
     assert saved.is_file() and "normalized cost" in out
-    assert "data: built locally (envs.toy.build_toy_dataset, seed 0)" in out
+    assert "data: built locally (envs.toy_dataset.build_toy_dataset, seed 0)" in out
     assert (tmp_path / f"bc_safe-{TOY}-seed3" / "progress.csv").is_file()
 
     assert main(["evaluate", str(saved), "--task", TOY, "--episodes", "2", "--json"]) == 0
@@ -83,11 +83,30 @@ def test_info_lists_tasks_agents_and_the_shipped_dataset(capsys):
 
 
 def test_help_for_every_command(capsys):
-    for command in ("train", "evaluate", "collect", "download", "info", "demo"):
+    commands = ("train", "evaluate", "collect", "download", "info", "demo", "plot-feasibility")
+    for command in (*commands, "bench", "report"):
         with pytest.raises(SystemExit) as raised:
             main([command, "--help"])
         assert raised.value.code == 0
-    assert "--steps" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "--steps" in printed and "a config set (a folder with sweep.toml" in printed
+
+
+def test_the_package_runs_as_a_module():
+    # python -m safe_agents.cli is what the sweep tests and the docs run (safe_agents/cli/).
+    import subprocess
+    import sys
+
+    import safe_agents
+
+    result = subprocess.run(
+        [sys.executable, "-m", "safe_agents.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"safe-agents {safe_agents.__version__}"
 
 
 CUSTOM_ENV_MODULE = '''
@@ -194,6 +213,7 @@ def test_a_missing_simulator_names_the_extra_to_install(monkeypatch, capsys, tmp
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_demo_trains_fisor_and_the_bc_baselines_and_draws_the_feasible_region(tmp_path, capsys):
     argv = ["demo", "--out", str(tmp_path), "--fisor-steps", "30", "--bc-steps", "30"]
     assert main([*argv, "--episodes", "2", "--steps", "5", "--no-progress"]) == 0
@@ -212,7 +232,7 @@ def test_one_version_source(capsys):
 
     import safe_agents
 
-    # pyproject.toml reads the version from safe_agents/__init__.py (dynamic = ["version"]).
+    # pyproject.toml reads the version from safe_agents/_version.py (dynamic = ["version"]).
     assert version("safe-agents") == safe_agents.__version__
     with pytest.raises(SystemExit) as raised:
         main(["--version"])

@@ -235,6 +235,7 @@ def test_budget_cut_writes_what_is_finished_and_a_rerun_completes_it(toy_build, 
         build_dataset(TOY, tmp_path / "none.hdf5", budget_minutes=1e-4, seed=3, **TINY)
 
 
+@pytest.mark.slow
 def test_budget_plans_the_training_length(tmp_path):
     settings = {**TINY, "train_steps": None, "n_bins": 10}
     out = build_dataset(TOY, tmp_path / "planned.hdf5", budget_minutes=0.1, seed=0, **settings)
@@ -244,6 +245,7 @@ def test_budget_plans_the_training_length(tmp_path):
     assert plan["checkpoint_steps"][-1] == plan["train_steps"]
 
 
+@pytest.mark.simulator
 def test_bullet_build_end_to_end(tmp_path):
     out = build_dataset(BALL, tmp_path / f"{BALL}.hdf5", budget_minutes=None, seed=0, **TINY)
     data = envs.load_dataset(out)

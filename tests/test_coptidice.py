@@ -20,9 +20,9 @@ from safe_agents.baselines.coptidice import (
     lambda_loss,
     normalize_weights,
     nu_loss,
-    weighted_bc_loss,
     weights_from_advantage,
 )
+from safe_agents.common.imitation import weighted_bc_loss
 from safe_agents.common.lagrangian import cost_limit_in_q_units
 
 TOY = "OfflineToyReachAvoid-v0"

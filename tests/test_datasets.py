@@ -214,6 +214,7 @@ def test_shipped_toy_dataset_spreads_over_the_reward_cost_plane(toy_dataset):
     assert returns.max() == pytest.approx(spec.reward_max)
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize(
     "task_id, most_safe",
     [

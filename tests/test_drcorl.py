@@ -143,6 +143,7 @@ def _mean_action_gap(agent, data) -> float:
     return float(np.abs(mean - behaviour).mean())
 
 
+@pytest.mark.slow
 def test_kl_keeps_the_policy_near_the_unimodal_behaviour(unimodal):
     data, spaces = unimodal
     gaps = {}

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 import envs
+from envs.metrics import discriminator_report
 from safe_agents import DSPO
 from safe_agents.common.networks import mlp
-from safe_agents.dspo import SafetyTransformer, discriminator_report, vclub_estimate
+from safe_agents.dspo import SafetyTransformer, vclub_estimate
 
 TOY = "OfflineToyReachAvoid-v0"
 SMALL = {

@@ -373,6 +373,7 @@ def test_auto_prefers_a_local_copy_and_downloads_only_when_there_is_none(server)
     assert envs.load_dataset(TASK, origin="local").origin == "local"  # the build is still there
 
 
+@pytest.mark.simulator
 def test_agents_record_their_data_and_evaluation_normalizes_with_it(server, tmp_path):
     env = envs.make(TASK)
     spec = envs.get_task(TASK)
@@ -442,9 +443,9 @@ def test_import_dsrl_works_after_import_envs():
     "task_id",
     [
         "OfflineToyReachAvoid-v0",
-        "OfflineBallRun-v0",
-        "OfflinePointGoal1Gymnasium-v0",
-        "OfflineMetadrive-easysparse-v0",
+        pytest.param("OfflineBallRun-v0", marks=pytest.mark.simulator),
+        pytest.param("OfflinePointGoal1Gymnasium-v0", marks=pytest.mark.simulator),
+        pytest.param("OfflineMetadrive-easysparse-v0", marks=pytest.mark.simulator),
     ],
 )
 def test_every_task_is_a_gymnasium_id(task_id):

@@ -22,6 +22,7 @@ SIMULATOR_TASKS = {
 }
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("name", list(SIMULATOR_TASKS))
 def test_simulator_adapter_passes_check_env_and_reports_float_costs(name):
     task_id, overrides = SIMULATOR_TASKS[name]
@@ -47,6 +48,7 @@ def test_simulator_adapter_passes_check_env_and_reports_float_costs(name):
         env.close()
 
 
+@pytest.mark.simulator
 @pytest.mark.parametrize("name", list(SIMULATOR_TASKS))
 def test_seeded_reset_and_actions_reproduce_the_episode(name):
     task_id, overrides = SIMULATOR_TASKS[name]
@@ -107,6 +109,7 @@ def test_toy_task_costs_only_inside_the_hazard():
     assert costs[0] == 0.0 and max(costs) == 1.0
 
 
+@pytest.mark.simulator
 def test_metadrive_runs_offline_and_refuses_to_render_without_assets():
     env = envs.make("OfflineMetadrive-easysparse-v0", max_episode_steps=5)
     try:
@@ -120,6 +123,7 @@ def test_metadrive_runs_offline_and_refuses_to_render_without_assets():
         env.close()
 
 
+@pytest.mark.simulator
 def test_bullet_tasks_run_while_stdout_is_a_python_buffer():
     # bullet-safety-gym redirects stdout by file descriptor around every env constructor; a
     # stdout without one (a StringIO, pytest's capsys, some notebooks) made it raise.

@@ -168,6 +168,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("script", "outputs", "check"), CASES)
 def test_example_runs_in_tiny_mode(script, outputs, check, tmp_path):
     stdout = run_example(script, tmp_path)

@@ -60,6 +60,7 @@ def fisor(toy_dataset):
     return FISOR(env, seed=0, **SMALL).learn_offline(toy_dataset, n_steps=2500, log_interval=500)
 
 
+@pytest.mark.slow
 def test_learned_feasibility_separates_the_hazard_from_the_goal(fisor):
     inside = [HAZARD, HAZARD + [0.15, 0.0], HAZARD - [0.0, 0.2]]
     around_goal = [GOAL, GOAL - [0.1, 0.0], GOAL - [0.0, 0.15]]

@@ -234,6 +234,7 @@ def test_a_failed_plot_leaves_neither_file_nor_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.simulator
 def test_metadrive_offline_assets_are_written_atomically(tmp_path, monkeypatch):
     pytest.importorskip("metadrive")
     from envs import _compat
@@ -282,9 +283,8 @@ def test_collect_checkpoints_and_texts_go_through_fileio(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
-def test_bench_write_result_is_atomic(tmp_path, monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_utils import write_result
+def test_bench_write_result_is_atomic(tmp_path):
+    from safe_agents.bench import write_result
 
     path = write_result(tmp_path / "results" / "x.json", {"a": 1})
     assert path == tmp_path / "results" / "x.json"

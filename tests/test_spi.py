@@ -50,6 +50,7 @@ def _bimodal_dataset(n=4000, seed=0):
     )
 
 
+@pytest.mark.slow
 def test_without_critic_guidance_spi_is_a_behaviour_cloning_diffusion_model():
     env = envs.make(TOY)
     data = _bimodal_dataset()

@@ -1,4 +1,5 @@
-"""The house habits, enforced in the suite (and so in CI): ruff's lint and format, and mypy.
+"""The house habits, enforced in the suite (and so in CI): ruff's lint and format, mypy, and the
+import layers (import-linter's contract in ``pyproject.toml``).
 
 The tools come with the ``[dev]`` extra, which ``scripts/install.sh`` installs; elsewhere the
 tests are skipped with the reason.
@@ -36,4 +37,11 @@ def test_the_code_is_ruff_formatted():
 
 def test_mypy_accepts_the_packages():
     result = _run("mypy", "envs", "safe_agents")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_import_layers_hold():
+    # cli > bench > envs > algorithms > common: no module imports from a layer above its own,
+    # and no algorithm imports another (pyproject.toml's [tool.importlinter]).
+    result = _run("lint-imports")
     assert result.returncode == 0, result.stdout + result.stderr

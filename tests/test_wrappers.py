@@ -12,7 +12,9 @@ from envs.toy import scripted_policy
 TOY = "OfflineToyReachAvoid-v0"
 
 
-@pytest.mark.parametrize("task_id", [TOY, "OfflineBallRun-v0"])
+@pytest.mark.parametrize(
+    "task_id", [TOY, pytest.param("OfflineBallRun-v0", marks=pytest.mark.simulator)]
+)
 @pytest.mark.parametrize("wrap", ["metrics", "strip", "strip_then_metrics"])
 def test_wrappers_pass_check_env(task_id, wrap):
     env = envs.make(task_id)
@@ -146,6 +148,7 @@ def test_evaluate_accepts_an_sb3_style_predict():
         envs.evaluate(object(), envs.make(TOY), n_episodes=1)
 
 
+@pytest.mark.simulator
 def test_collect_episodes_records_a_policy_into_a_valid_dataset(tmp_path):
     env = envs.make("OfflineBallRun-v0")
     data = envs.collect_episodes(env, lambda obs: env.action_space.sample(), n_episodes=2, seed=0)

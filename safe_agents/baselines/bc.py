@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import AgentConfig, check_choice, check_positive
 from safe_agents.common.data import TransitionBatch, resolve_cost_limit
+from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.imitation import gaussian_bc_loss, mse_bc_loss
 from safe_agents.common.networks import DeterministicActor, GaussianActor
 
 
@@ -72,18 +73,6 @@ class BCSafeConfig(BCConfig):
     """
 
 
-def mse_bc_loss(predicted_actions: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between predicted and dataset actions (both in ``[-1, 1]``)."""
-    return F.mse_loss(predicted_actions, actions)
-
-
-def gaussian_bc_loss(
-    distribution: torch.distributions.Normal, actions: torch.Tensor
-) -> torch.Tensor:
-    """Negative log-likelihood of the dataset actions, summed over action dimensions."""
-    return -distribution.log_prob(actions).sum(dim=-1).mean()
-
-
 class BCAll(BaseAgent):
     """Behaviour cloning on every transition of the dataset (OSRL's ``bc_mode="all"``).
 
@@ -109,7 +98,7 @@ class BCAll(BaseAgent):
 
     def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
         obs = self.obs_scaler(batch.obs)
-        actions = self.action_scaler.normalize(batch.actions)
+        actions = self.action_scaler.normalize(batch.actions)  # the tanh actor's [-1, 1] range
         if isinstance(self.actor, GaussianActor):
             loss = gaussian_bc_loss(self.actor.distribution(obs), actions)
         else:
@@ -122,7 +111,8 @@ class BCAll(BaseAgent):
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if isinstance(self.actor, DeterministicActor) or deterministic:
-            return self.actor(obs)
+            actions: torch.Tensor = self.actor(obs)
+            return actions
         return self.actor.sample(obs, self.act_generator)
 
     def _saved_modules(self) -> dict[str, nn.Module]:
@@ -137,7 +127,7 @@ class BCSafe(BCAll):
     needs_costs = True  # picks the episodes within the cost limit
     config: BCSafeConfig
 
-    def _prepare_dataset(self, dataset: Any) -> Any:
+    def _prepare_dataset(self, dataset: OfflineDataset) -> OfflineDataset:
         limit = resolve_cost_limit(dataset, self.config.cost_limit)
         self.cost_limit_used = limit
         return dataset.filter_episodes(max_cost=limit)

@@ -39,7 +39,13 @@ import torch
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
-from safe_agents.common.config import CPU_MLPS, AgentConfig, check_in_range, check_positive
+from safe_agents.common.config import (
+    CPU_MLPS,
+    CostCriticConfig,
+    check_in_range,
+    check_pid_gains,
+    check_positive,
+)
 from safe_agents.common.critics import (
     QEnsemble,
     ensemble_td_loss,
@@ -48,12 +54,13 @@ from safe_agents.common.critics import (
     td_target,
 )
 from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
+from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.lagrangian import PIDLagrangian
 from safe_agents.common.networks import ConditionalVAE, ScalarBuffer, mlp, vae_loss
 
 
 @dataclass(kw_only=True)
-class BCQLagConfig(AgentConfig):
+class BCQLagConfig(CostCriticConfig):
     """BCQ-Lag hyperparameters (OSRL's ``BCQLTrainConfig``).
 
     Attributes:
@@ -78,7 +85,6 @@ class BCQLagConfig(AgentConfig):
 
     n_steps: int = 100_000
     batch_size: int = 512
-    gamma: float = 0.99
     tau: float = 0.005
     actor_learning_rate: float = 1e-3
     critic_learning_rate: float = 1e-3
@@ -91,26 +97,19 @@ class BCQLagConfig(AgentConfig):
     vae_kl_weight: float = 0.5
     n_sampled_actions: int = 10
     pid_gains: tuple[float, float, float] = (0.1, 0.003, 0.001)
-    episode_length: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in (
-            "actor_learning_rate",
-            "critic_learning_rate",
             "vae_learning_rate",
             "vae_kl_weight",
             "n_sampled_actions",
         ):
             check_positive(name, getattr(self, name))
-        check_in_range("gamma", self.gamma, 0.0, 0.999999)
         check_in_range("tau", self.tau, 0.0, 1.0)
         check_in_range("perturbation_scale", self.perturbation_scale, 0.0, 2.0)
         check_in_range("clipped_double_q_weight", self.clipped_double_q_weight, 0.0, 1.0)
-        if len(self.pid_gains) != 3 or min(self.pid_gains) < 0:
-            raise ValueError(f"pid_gains must be three values >= 0, got {self.pid_gains}")
-        if self.episode_length is not None:
-            check_positive("episode_length", self.episode_length)
+        check_pid_gains(self.pid_gains)
 
 
 class PerturbationActor(nn.Module):
@@ -122,12 +121,13 @@ class PerturbationActor(nn.Module):
         self.net = mlp(obs_dim + act_dim, act_dim, hidden_sizes, "tanh", output_activation="tanh")
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        perturbation = self.phi * self.net(torch.cat([obs, actions], dim=-1))
+        perturbation: torch.Tensor = self.phi * self.net(torch.cat([obs, actions], dim=-1))
         return (actions + perturbation).clamp(-1.0, 1.0)
 
 
 def soft_clipped_double_q(values: torch.Tensor, weight: float) -> torch.Tensor:
     """``weight min_i Q_i + (1 - weight) max_i Q_i`` over a ``(2, B)`` pair (BCQ's target)."""
+    # Mostly the min (against overestimation), softened so the target is not too pessimistic.
     return weight * values.min(dim=0).values + (1.0 - weight) * values.max(dim=0).values
 
 
@@ -144,6 +144,7 @@ def bcq_target(
     The soft clipped double Q is maximized over each state's ``n`` actions.
     """
     soft = soft_clipped_double_q(next_values, weight).reshape(-1, n_sampled)  # (B, n)
+    # max over the n a': BCQ's greedy step, safe since every a' is near the data.
     return td_target(rewards, soft.max(dim=1).values, done, gamma)
 
 
@@ -189,7 +190,7 @@ class BCQLag(BaseAgent):
             "q_cost_limit": self.q_cost_limit,
         }
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         if self.num_steps > 0:
             return  # resumed: keep the threshold the run started with
         c = self.config
@@ -203,6 +204,7 @@ class BCQLag(BaseAgent):
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
 
+        # VAE first (OSRL's order): this step's targets and actor decode from the updated model.
         reconstructed, mean, std = self.vae(obs, actions, self.train_generator)
         loss_vae, kl = vae_loss(reconstructed, actions, mean, std, c.vae_kl_weight)
         self.optimizers["vae"].zero_grad()
@@ -212,6 +214,7 @@ class BCQLag(BaseAgent):
         done = done_mask(batch, through_timeouts=False)  # OSRL's done = terminals | timeouts
         with torch.no_grad():
             repeated = next_obs.repeat_interleave(c.n_sampled_actions, dim=0)  # (B*n, obs_dim)
+            # (B*n, act_dim): n behaviour-like a' per s', perturbed by the target actor.
             decoded = self.vae.decode(repeated, generator=self.train_generator)
             next_actions = self.actor_target(repeated, decoded)
             reward_target = bcq_target(
@@ -237,18 +240,22 @@ class BCQLag(BaseAgent):
             loss.backward()
             self.optimizers[name].step()
 
+        # The actor only perturbs decoded actions; its loss must not train the VAE.
         with torch.no_grad():
             decoded = self.vae.decode(obs, generator=self.train_generator)
         policy_actions = self.actor(obs, decoded)
         reward_q = self.reward_q(obs, policy_actions).min(dim=0).values
         cost_q = self.cost_q(obs, policy_actions).min(dim=0).values
         q_limit = float(self.q_cost_limit.value)
+        # A float: the PID multiplier is a constant of the actor loss, fed this batch's cost.
         multiplier = self.lagrangian.update(cost_q.mean().item(), q_limit)
         actor_loss = -reward_q.mean() + multiplier * (cost_q - q_limit).mean()
         self.optimizers["actor"].zero_grad()
+        # This also fills the critics' .grad; their optimizers zero it before the next use.
         actor_loss.backward()
         self.optimizers["actor"].step()
 
+        # Polyak after all updates; the target actor too, since it proposes the targets' a'.
         soft_update(self.reward_q_target, self.reward_q, c.tau)
         soft_update(self.cost_q_target, self.cost_q, c.tau)
         soft_update(self.actor_target, self.actor, c.tau)
@@ -266,5 +273,7 @@ class BCQLag(BaseAgent):
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
             latent = torch.zeros(len(obs), self.vae.latent_dim, device=obs.device)
-            return self.actor(obs, self.vae.decode(obs, latent))
-        return self.actor(obs, self.vae.decode(obs, generator=self.act_generator))
+            actions: torch.Tensor = self.actor(obs, self.vae.decode(obs, latent))
+        else:
+            actions = self.actor(obs, self.vae.decode(obs, generator=self.act_generator))
+        return actions

@@ -70,6 +70,14 @@ stochastic head with initial temperature 0.1 and target entropy ``-act_dim``, co
 - The learning-rate warmup is computed from the step counter instead of a ``LambdaLR``
   scheduler (same values, and exact on resume).
 - Checkpoints are never selected by evaluation (OSRL evaluates during training).
+
+**Layout**: config, losses, the data (returns-to-go, relabeling, the segment sampler), the
+network, the deployment context, the agent. What CDT shares with DSPO's SafetyTransformer (the
+windows cut from episodes with their padding masks, the interleaved-token causal trunk, masked
+means) lives in :mod:`safe_agents.common.sequence`. The module is still well over the house's
+~600 lines because the rest is CDT's alone: the return relabeling of the paper's Sec. 4.3, a
+network with three heads, and a ``predict`` that carries the countdown of the returns- and
+costs-to-go across calls (:class:`CDTContext`, :meth:`CDT.record_outcome`).
 """
 
 from __future__ import annotations
@@ -81,6 +89,7 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import ArrayLike, NDArray
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
@@ -91,10 +100,12 @@ from safe_agents.common.config import (
     check_positive,
 )
 from safe_agents.common.data import DEFAULT_COST_LIMIT, resolve_cost_limit
-from safe_agents.common.networks import (
-    CausalTransformerBlock,
-    ScalarBuffer,
-    init_transformer_weights,
+from safe_agents.common.networks import ScalarBuffer, init_transformer_weights
+from safe_agents.common.sequence import (
+    EpisodeWindows,
+    TokenTransformer,
+    masked_mean,
+    uniform_offsets,
 )
 
 #: OSRL's ``cost_transform`` ``C -> 50 - C`` and trajectory weights ``max(50 - C, 0)``.
@@ -236,6 +247,57 @@ class CDTConfig(AgentConfig):
             check_positive("target_cost", self.target_cost, allow_zero=True)
 
 
+# ----------------------------------------------------------------------------------- losses
+def gaussian_action_loss(
+    mean: torch.Tensor,
+    log_std: torch.Tensor,
+    actions: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``-(E[log pi(a|h)] + alpha H)`` over unpadded steps, per-step sums over action dims.
+
+    Returns:
+        ``(loss, negative log-likelihood, entropy)``, the last two means per step.
+    """
+    distribution = torch.distributions.Normal(mean, log_std.exp())
+    log_likelihood = masked_mean(distribution.log_prob(actions).sum(-1), mask)
+    entropy = masked_mean(distribution.entropy().sum(-1), mask)
+    return -(log_likelihood + temperature.detach() * entropy), -log_likelihood, entropy
+
+
+def mse_action_loss(
+    predicted: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Squared error of the deterministic head, averaged over unpadded steps and dims."""
+    return masked_mean((predicted - actions).pow(2).mean(-1), mask)
+
+
+def cost_classification_loss(
+    log_probs: torch.Tensor, costs: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """NLL of ``1[c_t > 0]`` under the cost head, and its accuracy, over unpadded steps."""
+    labels = (costs > 0).long()  # (B, K)
+    nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    accuracy = masked_mean((log_probs.argmax(-1) == labels).float(), mask)
+    return masked_mean(nll, mask), accuracy
+
+
+def state_prediction_loss(
+    predicted_next: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor
+) -> torch.Tensor:
+    """Squared error of ``s_hat_{t+1}`` (read at ``a_t``) where step ``t + 1`` is real."""
+    error = (predicted_next[:, :-1] - obs[:, 1:]).pow(2).mean(-1)  # (B, K - 1)
+    return masked_mean(error, mask[:, 1:])
+
+
+def temperature_loss(
+    log_temperature: torch.Tensor, entropy: torch.Tensor, target_entropy: float
+) -> torch.Tensor:
+    """``alpha (H - H_target)`` with ``H`` fixed: alpha grows while the entropy is too low."""
+    return log_temperature.exp() * (entropy.detach() - target_entropy)
+
+
 # ----------------------------------------------------------------------------------- the data
 class SequenceBatch(NamedTuple):
     """Trajectory segments: tensors with leading ``(batch, seq_len)`` dimensions.
@@ -252,7 +314,9 @@ class SequenceBatch(NamedTuple):
     mask: torch.Tensor  # (B, K), 1.0 on real steps
 
 
-def returns_to_go(values: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarray:
+def returns_to_go(
+    values: NDArray[np.float32], bounds: list[tuple[int, int]]
+) -> NDArray[np.float64]:
     """``(N,)`` undiscounted sums from each row to the end of its episode (row included)."""
     result = np.empty(len(values), dtype=np.float64)
     for start, stop in bounds:
@@ -261,13 +325,13 @@ def returns_to_go(values: np.ndarray, bounds: list[tuple[int, int]]) -> np.ndarr
 
 
 def relabel_infeasible_targets(
-    episode_returns: np.ndarray,
-    episode_costs: np.ndarray,
+    episode_returns: ArrayLike,
+    episode_costs: ArrayLike,
     n_samples: int,
     min_gap: float,
     max_return: float,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[NDArray[np.int64], NDArray[np.float64], NDArray[np.float64]]:
     """CDT's return relabeling: infeasible ``(cost, return)`` targets paired with trajectories.
 
     Costs ``kappa`` are a grid of ``n_samples`` points over ``[min C, max C]``; for each the
@@ -306,7 +370,7 @@ def relabel_infeasible_targets(
     return holder[position[keep]].astype(np.int64), target_returns, grid[keep]
 
 
-def _running_argmax(values: np.ndarray) -> np.ndarray:
+def _running_argmax(values: NDArray[np.float64]) -> NDArray[np.int64]:
     """Index of the first maximum of ``values[: i + 1]`` for every ``i``."""
     best_index = np.zeros(len(values), dtype=np.int64)
     for i in range(1, len(values)):
@@ -335,28 +399,25 @@ class SegmentSampler:
         self,
         dataset: Any,
         seq_len: int,
-        entry_episodes: np.ndarray,
-        return_shifts: np.ndarray,
-        cost_shifts: np.ndarray,
-        weights: np.ndarray,
+        entry_episodes: NDArray[np.int64],
+        return_shifts: NDArray[np.float64],
+        cost_shifts: NDArray[np.float64],
+        weights: NDArray[np.float64],
         device: torch.device,
         generator: torch.Generator,
     ) -> None:
-        def tensor(values: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        def tensor(values: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
 
         bounds = dataset.episode_bounds()
-        starts = np.array([start for start, _ in bounds], dtype=np.int64)
-        lengths = np.array([stop - start for start, stop in bounds], dtype=np.int64)
         self.seq_len = seq_len
         self.generator = generator
-        self.obs = tensor(dataset.observations)
-        self.actions = tensor(dataset.actions)
+        self.windows = EpisodeWindows(dataset, seq_len, device)  # observations, actions, episodes
         self.costs = tensor(dataset.costs)
         self.returns_to_go = tensor(returns_to_go(dataset.rewards, bounds))
         self.costs_to_go = tensor(returns_to_go(dataset.costs, bounds))
-        self.entry_starts = tensor(starts[entry_episodes], torch.int64)
-        self.entry_lengths = tensor(lengths[entry_episodes], torch.int64)
+        self.entry_episodes = tensor(entry_episodes, torch.int64)
+        self.entry_starts = self.windows.starts[self.entry_episodes]  # first row of each entry
         self.return_shifts = tensor(return_shifts)
         self.cost_shifts = tensor(cost_shifts)
         weights = np.asarray(weights, dtype=np.float64)
@@ -370,21 +431,20 @@ class SegmentSampler:
             self.weights, batch_size, replacement=True, generator=self.generator
         )
         uniform = torch.rand(batch_size, generator=self.generator, device=draw_device)
-        entry = entry.to(self.obs.device)
-        length = self.entry_lengths[entry]  # (B,)
-        offset = (uniform.to(self.obs.device) * length).long().clamp(max=length - 1)  # (B,)
-        steps = offset[:, None] + torch.arange(self.seq_len, device=self.obs.device)  # (B, K)
-        valid = steps < length[:, None]
-        rows = self.entry_starts[entry][:, None] + torch.minimum(steps, length[:, None] - 1)
-        maskf = valid.float()
+        device = self.windows.device
+        entry = entry.to(device)
+        episodes = self.entry_episodes[entry]  # (B,)
+        # The start is anywhere in the episode (OSRL's), not only where the segment fits.
+        offsets = uniform_offsets(uniform.to(device), self.windows.lengths[episodes])
+        index = self.windows.index(episodes, offsets)
         return SequenceBatch(
-            obs=self.obs[rows] * maskf[..., None],
-            actions=self.actions[rows] * maskf[..., None],
-            returns_to_go=(self.returns_to_go[rows] + self.return_shifts[entry][:, None]) * maskf,
-            costs_to_go=(self.costs_to_go[rows] + self.cost_shifts[entry][:, None]) * maskf,
-            costs=self.costs[rows] * maskf,
-            timesteps=steps,
-            mask=maskf,
+            obs=index.gather(self.windows.obs),
+            actions=index.gather(self.windows.actions),
+            returns_to_go=index.gather(self.returns_to_go, shift=self.return_shifts[entry]),
+            costs_to_go=index.gather(self.costs_to_go, shift=self.cost_shifts[entry]),
+            costs=index.gather(self.costs),
+            timesteps=index.steps,
+            mask=index.mask,
         )
 
 
@@ -398,7 +458,7 @@ class CDTOutput(NamedTuple):
     next_obs: torch.Tensor  # (B, K, obs_dim)
 
 
-class DecisionTransformer(nn.Module):
+class DecisionTransformer(TokenTransformer):
     """CDT's network: tokens ``(R_t, C_t, s_t, a_t)`` per timestep through causal blocks.
 
     Inputs are already scaled (standardized observations, actions in ``[-1, 1]``, conditioning
@@ -423,20 +483,20 @@ class DecisionTransformer(nn.Module):
         stochastic: bool,
     ) -> None:
         super().__init__()
-        self.embedding_dim = embedding_dim
         self.stochastic = stochastic
         self.timestep_embedding = nn.Embedding(n_timesteps, embedding_dim)
         self.return_embedding = nn.Linear(1, embedding_dim)
         self.cost_embedding = nn.Linear(1, embedding_dim)
         self.state_embedding = nn.Linear(obs_dim, embedding_dim)
         self.action_embedding = nn.Linear(act_dim, embedding_dim)
-        self.embedding_norm = nn.LayerNorm(embedding_dim)
-        self.embedding_drop = nn.Dropout(embedding_dropout)
-        self.blocks = nn.ModuleList(
-            CausalTransformerBlock(embedding_dim, num_heads, attention_dropout, residual_dropout)
-            for _ in range(num_layers)
+        self._add_causal_trunk(
+            embedding_dim,
+            num_layers,
+            num_heads,
+            attention_dropout,
+            residual_dropout,
+            embedding_dropout,
         )
-        self.output_norm = nn.LayerNorm(embedding_dim)
         hidden: list[nn.Module] = []
         for _ in range(action_head_layers - 1):
             hidden += [nn.Linear(embedding_dim, embedding_dim), nn.GELU()]
@@ -464,26 +524,14 @@ class DecisionTransformer(nn.Module):
             timesteps: ``(B, K)`` int64 indices into the timestep embedding.
             padding_mask: ``(B, K)``, True on padded steps (their tokens are not attended to).
         """
-        batch, steps = obs.shape[0], obs.shape[1]
+        step_embeddings = [
+            self.return_embedding(returns_to_go.unsqueeze(-1)),  # (B, K, 1) -> (B, K, D)
+            self.cost_embedding(costs_to_go.unsqueeze(-1)),
+            self.state_embedding(obs),
+            self.action_embedding(actions),
+        ]
         time = self.timestep_embedding(timesteps)  # (B, K, D)
-        tokens = torch.stack(
-            [
-                self.return_embedding(returns_to_go.unsqueeze(-1)) + time,
-                self.cost_embedding(costs_to_go.unsqueeze(-1)) + time,
-                self.state_embedding(obs) + time,
-                self.action_embedding(actions) + time,
-            ],
-            dim=2,
-        )  # (B, K, 4, D)
-        sequence = tokens.reshape(batch, steps * self.tokens_per_step, self.embedding_dim)
-        token_padding = None
-        if padding_mask is not None:
-            # (B, K) -> (B, 4K): every token of a padded step is padding.
-            token_padding = padding_mask.repeat_interleave(self.tokens_per_step, dim=1)
-        out = self.embedding_drop(self.embedding_norm(sequence))
-        for block in self.blocks:
-            out = block(out, token_padding)
-        out = self.output_norm(out).reshape(batch, steps, self.tokens_per_step, -1)  # (B,K,4,D)
+        out = self.encode_steps(step_embeddings, time, padding_mask)  # (B, K, 4, D)
         state_features, action_features = out[:, :, 2], out[:, :, 3]  # (B, K, D) each
         head = self.action_head(self.action_trunk(state_features))
         if self.stochastic:
@@ -505,61 +553,6 @@ class LogTemperature(nn.Module):
     def __init__(self, initial_temperature: float) -> None:
         super().__init__()
         self.value = nn.Parameter(torch.tensor(math.log(initial_temperature)))
-
-
-# ----------------------------------------------------------------------------------- losses
-def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
-
-
-def gaussian_action_loss(
-    mean: torch.Tensor,
-    log_std: torch.Tensor,
-    actions: torch.Tensor,
-    mask: torch.Tensor,
-    temperature: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``-(E[log pi(a|h)] + alpha H)`` over unpadded steps, per-step sums over action dims.
-
-    Returns:
-        ``(loss, negative log-likelihood, entropy)``, the last two means per step.
-    """
-    distribution = torch.distributions.Normal(mean, log_std.exp())
-    log_likelihood = _masked_mean(distribution.log_prob(actions).sum(-1), mask)
-    entropy = _masked_mean(distribution.entropy().sum(-1), mask)
-    return -(log_likelihood + temperature.detach() * entropy), -log_likelihood, entropy
-
-
-def mse_action_loss(
-    predicted: torch.Tensor, actions: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Squared error of the deterministic head, averaged over unpadded steps and dims."""
-    return _masked_mean((predicted - actions).pow(2).mean(-1), mask)
-
-
-def cost_classification_loss(
-    log_probs: torch.Tensor, costs: torch.Tensor, mask: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """NLL of ``1[c_t > 0]`` under the cost head, and its accuracy, over unpadded steps."""
-    labels = (costs > 0).long()  # (B, K)
-    nll = -log_probs.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    accuracy = _masked_mean((log_probs.argmax(-1) == labels).float(), mask)
-    return _masked_mean(nll, mask), accuracy
-
-
-def state_prediction_loss(
-    predicted_next: torch.Tensor, obs: torch.Tensor, mask: torch.Tensor
-) -> torch.Tensor:
-    """Squared error of ``s_hat_{t+1}`` (read at ``a_t``) where step ``t + 1`` is real."""
-    error = (predicted_next[:, :-1] - obs[:, 1:]).pow(2).mean(-1)  # (B, K - 1)
-    return _masked_mean(error, mask[:, 1:])
-
-
-def temperature_loss(
-    log_temperature: torch.Tensor, entropy: torch.Tensor, target_entropy: float
-) -> torch.Tensor:
-    """``alpha (H - H_target)`` with ``H`` fixed: alpha grows while the entropy is too low."""
-    return log_temperature.exp() * (entropy.detach() - target_entropy)
 
 
 # ----------------------------------------------------------------------------------- deployment
@@ -918,7 +911,7 @@ class CDT(BaseAgent):
         self,
         obs: torch.Tensor,
         state: Any,
-        episode_start: np.ndarray | None,
+        episode_start: NDArray[np.bool_] | None,
         deterministic: bool,
     ) -> tuple[torch.Tensor, Any]:
         if state is None and episode_start is None:

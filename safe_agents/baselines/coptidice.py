@@ -71,20 +71,21 @@ from torch import nn
 from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import (
     CPU_MLPS,
-    AgentConfig,
+    CostCriticConfig,
     check_choice,
-    check_in_range,
     check_positive,
 )
 from safe_agents.common.critics import ValueNet
 from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
+from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.imitation import weighted_bc_loss
 from safe_agents.common.networks import GaussianActor, ScalarBuffer
 
 F_DIVERGENCES = ("softchi", "chi2", "kl")
 
 
 @dataclass(kw_only=True)
-class COptiDICEConfig(AgentConfig):
+class COptiDICEConfig(CostCriticConfig):
     """COptiDICE hyperparameters (OSRL's ``COptiDICETrainConfig`` unless noted).
 
     Attributes:
@@ -117,11 +118,9 @@ class COptiDICEConfig(AgentConfig):
 
     n_steps: int = 300_000
     batch_size: int = 512
-    gamma: float = 0.99
     alpha: float = 0.5
     f_divergence: str = "softchi"
     cost_ub_epsilon: float = 0.01
-    episode_length: int | None = None
     reward_scale: float = 0.1
     actor_hidden_sizes: tuple[int, ...] = (256, 256)
     critic_hidden_sizes: tuple[int, ...] = (256, 256)
@@ -132,24 +131,15 @@ class COptiDICEConfig(AgentConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_in_range("gamma", self.gamma, 0.0, 0.999999)
         check_choice("f_divergence", self.f_divergence, F_DIVERGENCES)
         for name in (
             "alpha",
             "reward_scale",
-            "actor_learning_rate",
-            "critic_learning_rate",
             "scalar_learning_rate",
         ):
             check_positive(name, getattr(self, name))
         check_positive("cost_ub_epsilon", self.cost_ub_epsilon, allow_zero=True)
         check_positive("augmentation_noise", self.augmentation_noise, allow_zero=True)
-        if self.episode_length is not None:
-            check_positive("episode_length", self.episode_length)
-        for name in ("actor_hidden_sizes", "critic_hidden_sizes"):
-            sizes = getattr(self, name)
-            if not sizes or any(size < 1 for size in sizes):
-                raise ValueError(f"{name} must be positive widths, got {sizes}")
 
 
 # ---------------------------------------------------------------------- f-divergences
@@ -262,20 +252,20 @@ def cost_upper_bound(
         weights: ``(B,)`` ratios ``w`` (used without gradient).
         tau: the positive temperature (a 0-d tensor with gradient for ``tau_loss``).
     """
-    weights = weights.detach()
+    weights = weights.detach()  # chi and tau must not move w: only nu's loss does
     if epsilon == 0:
         zero = torch.zeros((), device=costs.device)
         ones = torch.ones_like(costs)
         return CostBound(zero, zero, (weights * costs).mean(), zero, ones)
     batch = costs.shape[0]
     ell = (1.0 - gamma) * chi_init + weights * (costs + gamma * (1.0 - done) * next_chi - chi)
-    logits = ell / tau.detach()
-    log_tilt = torch.log_softmax(logits, dim=0) + math.log(batch)
+    logits = ell / tau.detach()  # tau is fixed here; tau_loss alone trains it
+    log_tilt = torch.log_softmax(logits, dim=0) + math.log(batch)  # log(B softmax): mean 1
     tilt = log_tilt.exp().detach()
-    kl = (tilt * log_tilt.detach() - tilt + 1.0).mean()
+    kl = (tilt * log_tilt.detach() - tilt + 1.0).mean()  # f(x) = x log x - x + 1, a constant
     # tau log mean exp(ell / tau): its gradient in chi is E_D[w~ grad ell].
     chi_loss = tau.detach() * (torch.logsumexp(logits, dim=0) - math.log(batch))
-    tau_loss = tau * (epsilon - kl)
+    tau_loss = tau * (epsilon - kl)  # kl is detached: the gradient reaches tau only
     return CostBound(chi_loss, tau_loss, (tilt * weights * costs).mean(), kl, tilt)
 
 
@@ -284,13 +274,6 @@ def lambda_loss(
 ) -> torch.Tensor:
     """``lambda (c_hat - C_ub)``: descending it raises ``lambda`` while ``C_ub > c_hat``."""
     return lmbda * (threshold - torch.as_tensor(cost_ub).detach())
-
-
-def weighted_bc_loss(
-    distribution: torch.distributions.Normal, actions: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """``-E_D[w log pi(a | s)]``, the log-likelihood summed over action dimensions."""
-    return -(weights.detach() * distribution.log_prob(actions).sum(dim=-1)).mean()
 
 
 # ---------------------------------------------------------------------- the agent
@@ -352,7 +335,7 @@ class COptiDICE(BaseAgent):
             "cost_threshold": self.cost_threshold,
         }
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         bounds = dataset.episode_bounds()
         starts = torch.as_tensor([start for start, _ in bounds], device=self.device)
         self.initial_obs = self.sampler.obs[starts]  # (n_episodes, obs_dim), raw units
@@ -370,7 +353,8 @@ class COptiDICE(BaseAgent):
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
-            return self.actor(obs)
+            actions: torch.Tensor = self.actor(obs)
+            return actions
         return self.actor.sample(obs, self.act_generator)
 
     def _weights(
@@ -404,6 +388,7 @@ class COptiDICE(BaseAgent):
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
         generator = self.train_generator
+        # s0: a minibatch of episode starts of its own (the authors' code), for (1 - gamma) nu(s0).
         index = torch.randint(
             len(self.initial_obs), (len(obs),), generator=generator, device=generator.device
         ).to(self.initial_obs.device)
@@ -411,6 +396,7 @@ class COptiDICE(BaseAgent):
         done = done_mask(batch, through_timeouts=False)
 
         # 1. The stationary distribution correction: nu, chi, lambda, tau.
+        # w keeps its graph: nu_loss's gradient is E_D[w grad e] through it.
         _, advantage, weights = self._weights(batch, obs, next_obs)
         loss_nu = nu_loss(self.nu(init_obs), advantage, weights, c.alpha, c.gamma, c.f_divergence)
         tau = self.duals.tau
@@ -437,9 +423,11 @@ class COptiDICE(BaseAgent):
             self.optimizers[name].step()
 
         # 2. Policy extraction: weighted BC on noise-augmented inputs (OSRL).
+        # This step's w, from nu before its update (the authors' code); average 1.
         bc_weights = normalize_weights(weights.detach())
         obs_noise = torch.randn(obs.shape, generator=generator, device=generator.device)
         action_noise = torch.randn(actions.shape, generator=generator, device=generator.device)
+        # OSRL's input noise: a smoothing regularizer of the weighted BC fit.
         noisy_obs = obs + self.obs_noise_std * obs_noise.to(obs.device)
         noisy_actions = actions + self.action_noise_std * action_noise.to(obs.device)
         actor_loss = weighted_bc_loss(self.actor.distribution(noisy_obs), noisy_actions, bc_weights)

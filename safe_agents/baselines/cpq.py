@@ -44,7 +44,7 @@ from torch import nn
 from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import (
     CPU_MLPS,
-    AgentConfig,
+    CostCriticConfig,
     check_in_range,
     check_positive,
 )
@@ -56,11 +56,12 @@ from safe_agents.common.critics import (
     td_target,
 )
 from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
+from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.networks import ConditionalVAE, GaussianActor, ScalarBuffer, vae_loss
 
 
 @dataclass(kw_only=True)
-class CPQConfig(AgentConfig):
+class CPQConfig(CostCriticConfig):
     """CPQ hyperparameters (OSRL's ``CPQTrainConfig``).
 
     Attributes:
@@ -89,7 +90,6 @@ class CPQConfig(AgentConfig):
 
     n_steps: int = 100_000
     batch_size: int = 512
-    gamma: float = 0.99
     tau: float = 0.005
     actor_learning_rate: float = 1e-4
     critic_learning_rate: float = 1e-3
@@ -105,13 +105,10 @@ class CPQConfig(AgentConfig):
     ood_cost_scale: float = 1.5
     n_reward_critics: int = 2
     n_cost_critics: int = 2
-    episode_length: int | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in (
-            "actor_learning_rate",
-            "critic_learning_rate",
             "alpha_learning_rate",
             "vae_learning_rate",
             "vae_kl_weight",
@@ -122,11 +119,8 @@ class CPQConfig(AgentConfig):
             "n_cost_critics",
         ):
             check_positive(name, getattr(self, name))
-        check_in_range("gamma", self.gamma, 0.0, 0.999999)
         check_in_range("tau", self.tau, 0.0, 1.0)
         check_in_range("ood_quantile", self.ood_quantile, 0.0, 1.0)
-        if self.episode_length is not None:
-            check_positive("episode_length", self.episode_length)
 
 
 def latent_kl(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -190,7 +184,7 @@ class CPQ(BaseAgent):
             "q_cost_limit": self.q_cost_limit,
         }
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         if self.num_steps > 0:
             return  # resumed: keep the threshold the run started with
         c = self.config
@@ -209,6 +203,7 @@ class CPQ(BaseAgent):
         actions = self.action_scaler.normalize(batch.actions)
         q_limit = float(self.q_cost_limit.value)
 
+        # VAE first: this step's OOD test uses the updated model.
         reconstructed, mean, std = self.vae(obs, actions, self.train_generator)
         loss_vae, _ = vae_loss(reconstructed, actions, mean, std, c.vae_kl_weight)
         self.optimizers["vae"].zero_grad()
@@ -219,6 +214,7 @@ class CPQ(BaseAgent):
             next_actions = self._sample_policy(next_obs, self.train_generator)
             next_reward_q = self.reward_q_target(next_obs, next_actions).min(dim=0).values
             next_cost_q = self.cost_q_target(next_obs, next_actions).min(dim=0).values
+            # Penalized Bellman operator: future reward counts only where a' looks safe.
             gated = safe_indicator(next_cost_q, q_limit) * next_reward_q
             done = done_mask(batch, through_timeouts=False)  # OSRL's done = terminals | timeouts
             reward_target = td_target(batch.rewards, gated, done, c.gamma)
@@ -226,6 +222,7 @@ class CPQ(BaseAgent):
             # Policy actions, n per state, and which of them the VAE finds unfamiliar.
             repeated = obs.repeat_interleave(c.n_sampled_actions, dim=0)  # (B*n, obs_dim)
             sampled = self._sample_policy(repeated, self.train_generator)
+            # (B*n,): 1 where the VAE finds the action unfamiliar (top quantile of latent KL).
             mask = ood_mask(latent_kl(*self.vae.encode(repeated, sampled)), c.ood_quantile)
 
         reward_loss = ensemble_td_loss(self.reward_q(obs, actions), reward_target)
@@ -234,14 +231,17 @@ class CPQ(BaseAgent):
         self.optimizers["reward_critic"].step()
 
         sampled_cost_q = self.cost_q(repeated, sampled).min(dim=0).values  # (B*n,)
+        # The mean over OOD actions only (Deviations); the clamp guards an empty mask.
         ood_cost_q = (mask * sampled_cost_q).sum() / mask.sum().clamp(min=1.0)
         ood_target = c.ood_cost_scale * q_limit
         alpha = float(self.alpha.value)
         cost_td = ensemble_td_loss(self.cost_q(obs, actions), cost_target)
+        # Eq. 7: raise Q_c on OOD actions, through the trained critics (OSRL's term has no grad).
         cost_loss = cost_td - alpha * (ood_cost_q - ood_target)
         self.optimizers["cost_critic"].zero_grad()
         cost_loss.backward()
         self.optimizers["cost_critic"].step()
+        # Dual ascent after the critic step, on the OOD estimate the step used.
         self.alpha.value.fill_(
             alpha_step(alpha, ood_cost_q.item(), ood_target, c.alpha_learning_rate, c.alpha_max)
         )
@@ -249,9 +249,11 @@ class CPQ(BaseAgent):
         policy_actions = self._sample_policy(obs, self.train_generator)
         policy_reward_q = self.reward_q(obs, policy_actions).min(dim=0).values
         policy_cost_q = self.cost_q(obs, policy_actions).min(dim=0).values
+        # A 0/1 gate without gradient: maximize Q_r only where the action looks safe.
         safe = safe_indicator(policy_cost_q.detach(), q_limit)
         actor_loss = -(safe * policy_reward_q).mean()
         self.optimizers["actor"].zero_grad()
+        # This also fills the reward critics' .grad; their optimizer zeroes it before next use.
         actor_loss.backward()
         self.optimizers["actor"].step()
 
@@ -271,5 +273,6 @@ class CPQ(BaseAgent):
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if deterministic:
-            return self.actor(obs)
+            actions: torch.Tensor = self.actor(obs)
+            return actions
         return self._sample_policy(obs, self.act_generator)

@@ -8,47 +8,49 @@ Subclasses declare ``name`` and ``config_class`` and implement four hooks:
 - ``_act(obs, deterministic) -> actions``: actions in ``[-1, 1]`` for standardized observations;
 - ``_saved_modules() -> dict[str, nn.Module]``: everything whose weights define the agent.
 
-Optionally ``_prepare_dataset(dataset)`` (e.g. BC-Safe keeps safe episodes) and
-``_setup_training(dataset)`` (dataset-dependent constants) run at the start of ``learn_offline``;
-``_sample_batch()`` draws each step's minibatch (default: uniform transitions; sequence models
-draw trajectory segments); ``_act_in_context(obs, state, episode_start, deterministic)`` lets an
-agent with a context across steps (CDT) carry it through ``predict``'s ``state``.
+Optionally ``_check_total_steps(total)`` refuses a training length the algorithm cannot use (DSPO's
+stages must leave the policy steps); ``_prepare_dataset(dataset)`` (e.g. BC-Safe keeps safe
+episodes; DSPO joins ``self.demos``) and ``_setup_training(dataset)`` (dataset-dependent
+constants) run at the start of ``learn_offline``; ``_before_step()`` does work between gradient
+steps that is not one (DSPO's generation stage); ``_sample_batch()`` draws each step's minibatch
+(default: uniform transitions; sequence models draw trajectory segments);
+``_act_in_context(obs, state, episode_start, deterministic)`` lets an agent with a context across
+steps (CDT) carry it through ``predict``'s ``state``.
+
+Class flags: ``needs_costs`` (False for agents that never read a cost: BC-All, DSPO) and
+``needs_demos`` (True for agents that learn from unlabeled data plus safe demonstrations, passed
+as ``learn_offline(..., demos=...)``: DSPO); ``learn_offline`` enforces both before anything
+changes, so no agent redefines it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import nn
 
 from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
-from safe_agents.common.config import CPU, PAPER, AgentConfig
+from safe_agents.common.config import PAPER, AgentConfig
 from safe_agents.common.data import (
-    MAX_ABS_VALUE,
+    DatasetLike,
     TransitionSampler,
     check_training_data,
     coerce_dataset,
     describe_training_data,
 )
-from safe_agents.common.diffusion import NoiseScheduler
+from safe_agents.common.dataset import MAX_ABS_VALUE, OfflineDataset
+from safe_agents.common.device import default_threads, get_device, torch_threads
 from safe_agents.common.logger import Logger, wandb_run_active
 from safe_agents.common.networks import ActionScaler, ObservationScaler
 from safe_agents.common.seeding import make_generator, new_seed, set_random_seed
-
-
-def get_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` picks CUDA when available, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class BaseAgent:
@@ -89,10 +91,10 @@ class BaseAgent:
 
     def __init__(
         self,
-        env: gym.Env | None = None,
+        env: gym.Env[Any, Any] | None = None,
         *,
-        observation_space: gym.Space | None = None,
-        action_space: gym.Space | None = None,
+        observation_space: gym.Space[Any] | None = None,
+        action_space: gym.Space[Any] | None = None,
         seed: int | None = None,
         device: str | torch.device = "auto",
         preset: str = PAPER,
@@ -112,9 +114,7 @@ class BaseAgent:
         self.preset = preset
         if torch_threads is not None and torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1 or None, got {torch_threads!r}")
-        self.torch_threads = (
-            torch_threads if torch_threads is not None else _default_threads(preset)
-        )
+        self.torch_threads = torch_threads if torch_threads is not None else default_threads(preset)
         self.seed = int(seed) if seed is not None else new_seed()
         self.device = get_device(device)
         self.num_steps = 0
@@ -122,6 +122,8 @@ class BaseAgent:
         # Where the last learn_offline's data came from (see describe_training_data); saved,
         # and read by envs.evaluate to normalize with that data's reference returns.
         self.training_data: dict[str, Any] | None = None
+        # The last learn_offline's demonstrations (agents that need_demos), else None.
+        self.demos: OfflineDataset | None = None
         self.logger = Logger()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # Global seeding makes the network initialisation of _build reproducible; afterwards
@@ -148,12 +150,19 @@ class BaseAgent:
     def _saved_modules(self) -> dict[str, nn.Module]:
         raise NotImplementedError
 
-    def _prepare_dataset(self, dataset: Any) -> Any:
+    def _prepare_dataset(self, dataset: OfflineDataset) -> OfflineDataset:
         """The data this algorithm trains on (default: all of it)."""
         return dataset
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         """Dataset-dependent set-up before the first step (default: nothing)."""
+
+    def _check_total_steps(self, total: int) -> None:
+        """Refuse a training length this algorithm cannot use (default: any length >= 1)."""
+
+    def _before_step(self) -> None:
+        """Work between gradient steps that is not one, run before each step draws its batch
+        (default: nothing; DSPO generates its synthetic data when its policy stage begins)."""
 
     def _sample_batch(self) -> Any:
         """The minibatch of one gradient step (default: uniform transitions)."""
@@ -163,7 +172,7 @@ class BaseAgent:
         self,
         obs: torch.Tensor,
         state: Any,
-        episode_start: np.ndarray | None,
+        episode_start: NDArray[np.bool_] | None,
         deterministic: bool,
     ) -> tuple[torch.Tensor, Any]:
         """Actions and the next ``state``; Markov agents ignore the context."""
@@ -172,12 +181,13 @@ class BaseAgent:
     # ------------------------------------------------------------------ public API
     def learn_offline(
         self,
-        dataset: Any,
+        dataset: DatasetLike,
         n_steps: int | None = None,
         callback: BaseCallback | Sequence[BaseCallback] | None = None,
         progress_bar: bool = False,
         log_dir: str | Path | None = None,
         *,
+        demos: DatasetLike | None = None,
         log_interval: int = 1000,
         resume_from: str | Path | None = None,
     ) -> BaseAgent:
@@ -192,6 +202,10 @@ class BaseAgent:
             progress_bar: show a tqdm progress bar.
             log_dir: write ``progress.csv``/``progress.jsonl`` (and tensorboard) there. An
                 active wandb run (``wandb.init`` called before) receives the same rows.
+            demos: safe demonstrations, for the agents that learn without cost labels
+                (``needs_demos``: DSPO), accepted in the same forms as ``dataset``;
+                ``dataset.strip_costs(n_safe_demos=10)`` makes both from a labelled dataset.
+                Kept in ``self.demos``. Other agents refuse it.
             log_interval: steps between log dumps.
             resume_from: a checkpoint saved by :meth:`save` or ``CheckpointCallback``: its
                 weights, optimizer states, generator states and step counter are restored, so
@@ -199,19 +213,24 @@ class BaseAgent:
 
         Returns:
             self.
+
+        Raises:
+            ValueError: a dataset or ``demos`` this agent cannot learn from, or an ``n_steps``
+                it cannot use; the agent is left as it was.
         """
         with torch_threads(self.torch_threads):
             return self._learn_offline(
-                dataset, n_steps, callback, progress_bar, log_dir, log_interval, resume_from
+                dataset, n_steps, callback, progress_bar, log_dir, demos, log_interval, resume_from
             )
 
     def _learn_offline(
         self,
-        dataset: Any,
+        dataset: DatasetLike,
         n_steps: int | None,
         callback: BaseCallback | Sequence[BaseCallback] | None,
         progress_bar: bool,
         log_dir: str | Path | None,
+        demos: DatasetLike | None,
         log_interval: int,
         resume_from: str | Path | None,
     ) -> BaseAgent:
@@ -219,6 +238,8 @@ class BaseAgent:
         if isinstance(total, bool) or not isinstance(total, int | np.integer) or total < 1:
             raise ValueError(f"n_steps must be an integer >= 1, got {total!r}")
         total = int(total)
+        self._check_total_steps(total)
+        demos = self._checked_demos(demos)
         if resume_from is not None:
             # Everything is checked before the agent changes: a refused call leaves it as it was.
             contents = serialization.read_agent_file(resume_from)
@@ -237,15 +258,14 @@ class BaseAgent:
         dataset.check_spaces(self.observation_space, self.action_space)
         if self.needs_costs and dataset.costs is None:
             without = [
-                name
-                for name in registry.list_agents()
-                if not registry.get_agent_class(name).needs_costs
+                name for name in registry.list_agents() if name not in _agents_with("needs_costs")
             ]
             raise ValueError(
                 f"{self.name} needs cost labels, and this dataset has none (its costs were "
                 f"stripped); the agents that learn without them: {', '.join(without)}"
             )
         self.training_data = describe_training_data(dataset)
+        self.demos = demos
         dataset = self._prepare_dataset(dataset)
         if self.num_steps == 0:
             self.obs_scaler.fit(dataset.observations)
@@ -267,6 +287,7 @@ class BaseAgent:
         interval_start, interval_steps = time.perf_counter(), 0
         try:
             while self.num_steps < total:
+                self._before_step()
                 metrics = self._train_step(self._sample_batch())
                 self.num_steps += 1
                 interval_steps += 1
@@ -287,13 +308,32 @@ class BaseAgent:
                 module.eval()
         return self
 
+    def _checked_demos(self, demos: DatasetLike | None) -> OfflineDataset | None:
+        """``demos`` as a dataset, or None; refused unless the agent ``needs_demos``."""
+        if not self.needs_demos:
+            if demos is not None:
+                raise ValueError(
+                    f"{self.name} does not learn from demonstrations; demos= is for the agents "
+                    f"that learn without cost labels: {', '.join(_agents_with('needs_demos'))}"
+                )
+            return None
+        if demos is None:
+            raise ValueError(
+                f"{self.name} learns from unlabeled trajectories plus safe demonstrations: call "
+                "learn_offline(unlabeled, demos=demos); dataset.strip_costs(n_safe_demos=10) "
+                "makes both from a cost-labelled dataset"
+            )
+        demos = coerce_dataset(demos)
+        demos.check_spaces(self.observation_space, self.action_space)
+        return demos
+
     def predict(
         self,
-        observation: np.ndarray,
+        observation: NDArray[Any],
         state: Any = None,
-        episode_start: np.ndarray | None = None,
+        episode_start: NDArray[np.bool_] | None = None,
         deterministic: bool = False,
-    ) -> tuple[np.ndarray, Any]:
+    ) -> tuple[NDArray[np.float32], Any]:
         """Actions for one observation or a batch of them.
 
         Args:
@@ -383,7 +423,7 @@ class BaseAgent:
         preset = config.get("preset", PAPER)
         preset = preset if isinstance(preset, str) else PAPER
         if torch_threads is None:
-            torch_threads = _default_threads(preset)
+            torch_threads = default_threads(preset)
         if config["algorithm"] != agent_class.name:
             raise serialization.AgentLoadError(
                 f"{path} holds a {config['algorithm']!r} agent, not {agent_class.name!r}; load "
@@ -462,7 +502,7 @@ class BaseAgent:
                 f"{path}: invalid training state: {error}"
             ) from error
 
-    def _check_observation(self, observation: Any) -> tuple[np.ndarray, bool]:
+    def _check_observation(self, observation: Any) -> tuple[NDArray[np.float32], bool]:
         try:
             obs = np.asarray(observation, dtype=np.float32)
         except (TypeError, ValueError) as error:
@@ -491,6 +531,13 @@ class BaseAgent:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
+
+
+def _agents_with(flag: str) -> list[str]:
+    """The registered agents whose class sets ``flag`` (``needs_demos``, ``needs_costs``)."""
+    return [
+        name for name in registry.list_agents() if getattr(registry.get_agent_class(name), flag)
+    ]
 
 
 def _saved_steps(steps: Any, path: str | Path) -> int:
@@ -533,113 +580,7 @@ def _check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
                     raise ValueError(f"optimizer {name!r}: state {key!r} is not finite and >= 0")
 
 
-def _default_threads(preset: str) -> int | None:
-    """One thread for the small networks of the cpu preset, else torch's own setting."""
-    return 1 if preset == CPU else None
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None) -> Iterator[None]:
-    """Run the block with ``threads`` intra-op threads (None: leave torch's setting), then
-    restore the previous count."""
-    previous = torch.get_num_threads()
-    if threads is None or threads == previous:
-        yield
-        return
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _check_box(name: str, space: gym.Space) -> gym.spaces.Box:
+def _check_box(name: str, space: gym.Space[Any]) -> gym.spaces.Box:
     if not isinstance(space, gym.spaces.Box) or len(space.shape) != 1:
         raise ValueError(f"{name} must be a flat gymnasium.spaces.Box, got {space}")
     return space
-
-
-class SafetyCriticAgent(BaseAgent):
-    """A diffusion-policy agent that samples candidate actions and scores their safety.
-
-    FISOR and SPI. Subclasses build ``self.scheduler`` (a ``NoiseScheduler``) and
-    ``self.actor_ema`` (the noise network used for sampling) and implement
-    ``_safety_scores(obs, actions) -> (B, n)`` (lower is safer, actions in ``[-1, 1]``); this
-    gives ``envs.SafetyFilter`` its two callables, :meth:`candidate_actions` and
-    :meth:`action_cost`.
-    """
-
-    scheduler: NoiseScheduler
-    actor_ema: nn.Module
-
-    def _sample_actions(
-        self,
-        network: nn.Module,
-        obs: torch.Tensor,
-        generator: torch.Generator,
-        n: int = 1,
-        deterministic: bool = False,
-    ) -> torch.Tensor:
-        """``(B * n, act_dim)`` actions in ``[-1, 1]``, ``n`` per standardized observation.
-
-        Gradients flow through the chain when enabled (SPI's policy loss needs them).
-        """
-        repeated = obs.repeat_interleave(n, dim=0) if n > 1 else obs  # (B*n, obs_dim)
-        shape = (len(repeated), self.act_dim)
-        steps = len(self.scheduler.timesteps) + 1
-        noise = self._common_noise(len(obs), n, steps) if deterministic else None
-        return self.scheduler.sample(
-            lambda x, t: network(x, t, repeated), shape, generator, self.device, noise=noise
-        )
-
-    def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
-        """``(B, n, act_dim)`` candidates from the EMA network, drawn with the act generator."""
-        self.actor_ema.eval()
-        sampled = self._sample_actions(self.actor_ema, obs, self.act_generator, n, deterministic)
-        return sampled.reshape(len(obs), n, self.act_dim)
-
-    def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def candidate_actions(self, observation: np.ndarray, n: int = 16) -> np.ndarray:
-        """``n`` actions sampled from the policy per observation (environment units).
-
-        Returns ``(n, act_dim)`` for one observation, ``(B, n, act_dim)`` for a batch.
-        """
-        obs, single = self._check_observation(observation)
-        with torch_threads(self.torch_threads), torch.no_grad():
-            tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
-            candidates = self.action_scaler.denormalize(self._candidates(tensor, n, False))
-        result = candidates.cpu().numpy().astype(np.float32)
-        return result[0] if single else result
-
-    def action_cost(self, observation: np.ndarray, actions: np.ndarray) -> np.ndarray:
-        """The safety score of actions (lower is safer; each agent documents its scale).
-
-        ``observation`` ``(obs_dim,)`` with ``actions`` ``(n, act_dim)`` gives ``(n,)``; a batch
-        ``(B, obs_dim)`` with ``(B, n, act_dim)`` gives ``(B, n)``.
-        """
-        obs, single = self._check_observation(observation)
-        actions = np.asarray(actions, dtype=np.float32)
-        if single and actions.ndim == 2 and actions.shape[1] == self.act_dim:
-            actions = actions[None]  # (1, n, act_dim)
-        if actions.ndim != 3 or actions.shape[0] != len(obs) or actions.shape[2] != self.act_dim:
-            raise ValueError(
-                f"actions must be (n, {self.act_dim}) for one observation or (B, n, "
-                f"{self.act_dim}) for a batch of B; got {actions.shape}"
-            )
-        with torch_threads(self.torch_threads), torch.no_grad():
-            tensor = self.obs_scaler(torch.as_tensor(obs, device=self.device))
-            scaled = self.action_scaler.normalize(torch.as_tensor(actions, device=self.device))
-            scores = self._safety_scores(tensor, scaled.clamp(-1.0, 1.0)).cpu().numpy()
-        return scores[0] if single else scores
-
-    def _common_noise(self, batch: int, n: int, steps: int) -> torch.Tensor:
-        """``(steps, B * n, act_dim)`` noise where every state sees the same ``n`` draws.
-
-        Seeded by the agent's seed: sampling with it makes ``predict(deterministic=True)`` a
-        fixed function of the observation, equal for single and batched calls.
-        """
-        generator = make_generator(self.seed, self.device)
-        base = torch.randn((steps, 1, n, self.act_dim), generator=generator, device=self.device)
-        return base.expand(steps, batch, n, self.act_dim).reshape(steps, batch * n, self.act_dim)

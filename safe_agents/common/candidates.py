@@ -38,7 +38,7 @@ def select_candidates(
             f"candidates must be (B, N, act_dim) and cost_scores (B, N); got "
             f"{tuple(candidates.shape)} and {tuple(cost_scores.shape)}"
         )
-    safest = cost_scores.argmin(dim=1)
+    safest = cost_scores.argmin(dim=1)  # (B,)
     if mode == "safest":
         index = safest
     else:
@@ -47,7 +47,9 @@ def select_candidates(
         if isinstance(threshold, torch.Tensor) and threshold.dim() == 1:
             threshold = threshold.unsqueeze(1)  # (B, 1), broadcast over the N candidates
         safe = cost_scores <= threshold
-        masked = reward_scores.masked_fill(~safe, float("-inf"))
+        masked = reward_scores.masked_fill(~safe, float("-inf"))  # unsafe ones never win
+        # A state with no safe candidate falls back to its safest one.
         index = torch.where(safe.any(dim=1), masked.argmax(dim=1), safest)
+    # (B, act_dim): row b takes its candidate index[b].
     actions = candidates[torch.arange(len(candidates), device=candidates.device), index]
     return actions, index

@@ -113,6 +113,46 @@ class AgentConfig:
         }
 
 
+@dataclass(kw_only=True)
+class CostCriticConfig(AgentConfig):
+    """Fields shared by the agents that learn a cost critic and keep its value under the cost
+    limit in Q units (BCQ-Lag, CPQ, COptiDICE, DRCORL); each redeclares the defaults its
+    authors used where they differ from these.
+
+    Attributes:
+        gamma: discount of the reward and cost values (0.99 in all four).
+        episode_length: ``L`` of the conversion of the episode cost limit into Q units (None:
+            from the dataset; each agent's docstring says how).
+        actor_hidden_sizes / critic_hidden_sizes: MLP widths.
+        actor_learning_rate / critic_learning_rate: Adam learning rates.
+    """
+
+    gamma: float = 0.99
+    episode_length: int | None = None
+    actor_hidden_sizes: tuple[int, ...] = (256, 256)
+    critic_hidden_sizes: tuple[int, ...] = (256, 256)
+    actor_learning_rate: float = 1e-3
+    critic_learning_rate: float = 1e-3
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_in_range("gamma", self.gamma, 0.0, 0.999999)
+        if self.episode_length is not None:
+            check_positive("episode_length", self.episode_length)
+        check_positive("actor_learning_rate", self.actor_learning_rate)
+        check_positive("critic_learning_rate", self.critic_learning_rate)
+        for name in ("actor_hidden_sizes", "critic_hidden_sizes"):
+            sizes = getattr(self, name)
+            if not sizes or any(size < 1 for size in sizes):
+                raise ValueError(f"{name} must be positive widths, got {sizes}")
+
+
+def check_pid_gains(gains: tuple[float, float, float]) -> None:
+    """``K_P, K_I, K_D`` of a PID Lagrangian: three values >= 0."""
+    if len(gains) != 3 or min(gains) < 0:
+        raise ValueError(f"pid_gains must be three values >= 0, got {gains}")
+
+
 _FIELD_TYPES: dict[type, dict[str, Any]] = {}
 
 

@@ -46,7 +46,8 @@ class ValueNet(nn.Module):
         self.net = mlp(obs_dim, 1, hidden_sizes)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).squeeze(-1)
+        value: torch.Tensor = self.net(obs)
+        return value.squeeze(-1)
 
 
 def expectile_loss(diff: torch.Tensor, expectile: float) -> torch.Tensor:
@@ -78,7 +79,7 @@ def reachability_target(
     ends, where ``h > 0`` marks a constraint violation.
     """
     backup = (1.0 - gamma) * constraint + gamma * torch.maximum(constraint, next_value)
-    return torch.where(done > 0, constraint, backup)
+    return torch.where(done > 0, constraint, backup)  # nothing follows an end: the value is h
 
 
 def td_target(
@@ -90,6 +91,7 @@ def td_target(
 
 def ensemble_td_loss(values: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Each member's mean squared TD error, summed: ``(members, B)`` values, ``(B,)`` target."""
+    # (members, B) - (B,): the target broadcasts; the sum keeps each member's loss at full scale.
     return ((values - target) ** 2).mean(dim=1).sum()
 
 
@@ -99,7 +101,7 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 def make_target(network: ModuleT) -> ModuleT:
     """A frozen copy of ``network`` for bootstrapped targets."""
     target = copy.deepcopy(network)
-    target.requires_grad_(False)
+    target.requires_grad_(False)  # moved only by soft_update, never by an optimizer
     return target
 
 
@@ -111,6 +113,7 @@ def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     if len(target_params) != len(source_params):
         raise ValueError("target and source networks differ in structure")
     torch._foreach_lerp_(target_params, source_params, tau)  # one fused call, not one per tensor
+    # Buffers are statistics, not weights: copied, not averaged.
     for target_buffer, buffer in zip(target.buffers(), source.buffers(), strict=True):
         target_buffer.copy_(buffer)
 
@@ -130,9 +133,9 @@ def candidate_values(
     """
     batch, n, act_dim = candidates.shape
     repeated = obs.repeat_interleave(n, dim=0)  # (B*N, obs_dim)
-    values = ensemble(repeated, candidates.reshape(batch * n, act_dim))  # (members, B*N)
+    values: torch.Tensor = ensemble(repeated, candidates.reshape(batch * n, act_dim))  # (n, B*N)
     reduced = values.min(dim=0).values if reduce == "min" else values.max(dim=0).values
-    return reduced.reshape(batch, n)
+    return reduced.reshape(batch, n)  # (B, N)
 
 
 def upper_confidence_bound(values: torch.Tensor, k: float) -> torch.Tensor:
@@ -143,4 +146,4 @@ def upper_confidence_bound(values: torch.Tensor, k: float) -> torch.Tensor:
     """
     if values.shape[0] < 2:
         raise ValueError("an upper confidence bound needs an ensemble of at least 2 members")
-    return values.mean(dim=0) + k * values.std(dim=0)
+    return values.mean(dim=0) + k * values.std(dim=0)  # (B,)

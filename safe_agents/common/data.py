@@ -1,48 +1,68 @@
 """Turning what a user passes to ``learn_offline`` into tensors, and sampling minibatches.
 
-``learn_offline`` accepts an ``envs.OfflineDataset``, a path to a DSRL-format HDF5 file, a dict
-of arrays with the DSRL names, or a task id. The last three are converted by ``envs`` (the only
-place that reads datasets); it is imported here lazily, on that path alone, so the algorithms
-themselves never depend on the environment package.
+``learn_offline`` accepts an :class:`~safe_agents.common.dataset.OfflineDataset`, a dict of
+arrays with the DSRL names, a path to a DSRL-format HDF5 file, or a task id. Task ids (and
+DSRL's files given by path, which their names label) are resolved by the loader that ``envs``
+registers when it is imported (:func:`register_dataset_loader`), so the algorithms never import
+the environment package; without it a path is read as a plain HDF5 file.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
-from collections.abc import Mapping
-from typing import Any, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
+from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.hdf5 import read_hdf5
 from safe_agents.common.lagrangian import cost_limit_in_q_units
 
-#: The largest magnitude a data value or an observation may have: float32 sums of squares
-#: (standardization, losses) overflow beyond about 1e19, and the networks' activations sooner.
-MAX_ABS_VALUE = 1e12
+#: What ``learn_offline`` accepts as data.
+DatasetLike: TypeAlias = OfflineDataset | Mapping[str, Any] | str | os.PathLike[str]
+#: Resolves a task id or a path to a dataset (``envs.load_dataset``).
+DatasetLoader: TypeAlias = Callable[[str | os.PathLike[str]], OfflineDataset]
+
+_loader: DatasetLoader | None = None
 
 
-def coerce_dataset(dataset: Any) -> Any:
-    """Return an ``envs.OfflineDataset`` for any accepted input.
+def register_dataset_loader(loader: DatasetLoader | None) -> None:
+    """Make ``loader`` resolve the task ids and paths given to ``learn_offline`` (``envs`` registers
+    :func:`envs.load_dataset` when imported; None removes it)."""
+    global _loader
+    _loader = loader
+
+
+def coerce_dataset(dataset: DatasetLike) -> OfflineDataset:
+    """Return an :class:`~safe_agents.common.dataset.OfflineDataset` for any accepted input.
 
     Raises:
         TypeError: for anything else.
+        FileNotFoundError: a name that is neither a file nor, without ``envs``, resolvable.
     """
-    if hasattr(dataset, "episode_bounds") and hasattr(dataset, "observations"):
+    if isinstance(dataset, OfflineDataset):
         return dataset
-    if isinstance(dataset, (str, os.PathLike, Mapping)):
-        envs = importlib.import_module("envs")
-        if isinstance(dataset, Mapping):
-            return envs.OfflineDataset.from_dict(dataset)
-        return envs.load_dataset(dataset)
+    if isinstance(dataset, Mapping):
+        return OfflineDataset.from_dict(dataset)
+    if isinstance(dataset, str | os.PathLike):
+        if _loader is not None:
+            return _loader(dataset)
+        if not os.path.isfile(dataset):
+            raise FileNotFoundError(
+                f"no dataset file at {dataset}; task ids are resolved by the envs package: "
+                "`import envs` first (it registers the tasks and their data)"
+            )
+        return read_hdf5(dataset)
     raise TypeError(
-        "dataset must be an envs.OfflineDataset, a path to a DSRL-format HDF5 file, a dict of "
+        "dataset must be an OfflineDataset, a path to a DSRL-format HDF5 file, a dict of "
         f"arrays with the DSRL field names, or a task id; got {type(dataset).__name__}"
     )
 
 
-def describe_training_data(dataset: Any) -> dict[str, Any]:
+def describe_training_data(dataset: OfflineDataset) -> dict[str, Any]:
     """What an agent records about the data it learned from (saved with it, read by evaluation).
 
     ``task_id``, ``origin`` (``"dsrl"``/``"local"``/``"unknown"``), ``provenance`` (one line),
@@ -101,7 +121,7 @@ def check_training_data(record: Any) -> dict[str, Any] | None:
 DEFAULT_COST_LIMIT = 10.0  # OSRL's default episode cost limit (CDT's target before training)
 
 
-def resolve_cost_limit(dataset: Any, cost_limit: float | None) -> float:
+def resolve_cost_limit(dataset: OfflineDataset, cost_limit: float | None) -> float:
     """The episode cost limit to train for: ``cost_limit`` if given, else the dataset's own
     (its ``cost_limit`` metadata, which every dataset of ``envs`` carries: the task's limit).
 
@@ -118,20 +138,20 @@ def resolve_cost_limit(dataset: Any, cost_limit: float | None) -> float:
     return float(dataset.metadata["cost_limit"])
 
 
-def episode_horizon(dataset: Any) -> int:
+def episode_horizon(dataset: OfflineDataset) -> int:
     """The task's episode length: the dataset's ``max_episode_steps`` metadata, else its longest
     episode."""
     recorded = dataset.metadata.get("max_episode_steps")
     return int(recorded) if recorded else longest_episode(dataset)
 
 
-def longest_episode(dataset: Any) -> int:
+def longest_episode(dataset: OfflineDataset) -> int:
     """The number of steps of the dataset's longest episode (the task's horizon ``L``)."""
     return max(stop - start for start, stop in dataset.episode_bounds())
 
 
 def q_cost_limit(
-    dataset: Any, cost_limit: float | None, gamma: float, episode_length: int | None
+    dataset: OfflineDataset, cost_limit: float | None, gamma: float, episode_length: int | None
 ) -> float:
     """The episode cost limit as a threshold on discounted cost values.
 
@@ -178,13 +198,15 @@ class TransitionSampler:
     """Uniform minibatches from a dataset, drawn with the agent's torch generator.
 
     Args:
-        dataset: an ``envs.OfflineDataset``; datasets without costs give zero costs.
+        dataset: the data; datasets without costs give zero costs.
         device: where the tensors live.
         generator: the generator that fixes the data order (saved with checkpoints).
     """
 
-    def __init__(self, dataset: Any, device: torch.device, generator: torch.Generator) -> None:
-        def tensor(values: np.ndarray) -> torch.Tensor:
+    def __init__(
+        self, dataset: OfflineDataset, device: torch.device, generator: torch.Generator
+    ) -> None:
+        def tensor(values: NDArray[np.float32]) -> torch.Tensor:
             return torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
 
         costs = dataset.costs if dataset.costs is not None else np.zeros_like(dataset.rewards)

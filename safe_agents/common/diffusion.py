@@ -120,6 +120,7 @@ class NoiseScheduler:
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """``x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` for per-sample timesteps ``t``."""
+        # (B, 1, ..., 1): one abar per sample, broadcast over x0's other dimensions.
         abar = self.alphas_cumprod.to(x0.device)[t].reshape(-1, *([1] * (x0.dim() - 1)))
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
@@ -144,6 +145,7 @@ class NoiseScheduler:
         prev = self.previous_timestep(t)
         abar_t = self.alphas_cumprod[t].item()
         abar_prev = self.alphas_cumprod[prev].item() if prev >= 0 else 1.0
+        # The clean sample the predicted noise implies (add_noise solved for x0).
         x0 = (sample - math.sqrt(1.0 - abar_t) * model_output) / math.sqrt(abar_t)
         if self.sampler == "ddim":
             sigma = self.eta * math.sqrt(
@@ -154,6 +156,7 @@ class NoiseScheduler:
         else:
             alpha_step = abar_t / abar_prev  # one train step, or the product over skipped ones
             beta_step = 1.0 - alpha_step
+            # The mean of the posterior q(x_prev | x_t, x0) (Ho et al. 2020).
             mean = (
                 math.sqrt(abar_prev) * beta_step / (1.0 - abar_t) * x0
                 + math.sqrt(alpha_step) * (1.0 - abar_prev) / (1.0 - abar_t) * sample
@@ -162,7 +165,7 @@ class NoiseScheduler:
                 sigma = math.sqrt(beta_step)
             else:
                 sigma = math.sqrt(beta_step * (1.0 - abar_prev) / (1.0 - abar_t))
-        if prev < 0 or sigma == 0.0:
+        if prev < 0 or sigma == 0.0:  # the last step, or a deterministic one: no noise added
             return mean
         if noise is None:
             noise = torch.randn(
@@ -198,10 +201,10 @@ class NoiseScheduler:
             else torch.randn(shape, generator=generator, device=device)
         )
         for k, t in enumerate(self.timesteps.tolist()):
-            t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)
+            t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)  # (B,)
             step_noise = noise[k + 1] if noise is not None else None
             x = self.step(model(x, t_batch), t, x, generator, noise=step_noise)
-            if clip is not None:
+            if clip is not None:  # every step, as FISOR's sampler: x stays in the action box
                 x = x.clamp(-clip, clip)
         return x
 
@@ -213,6 +216,7 @@ class NoiseScheduler:
         Returns:
             ``(x_t, t, noise)`` with ``t`` uniform in ``[0, T)``.
         """
+        # t uniform: DDPM's simple (unweighted) noise-prediction loss.
         t = torch.randint(
             self.num_train_timesteps, (x0.shape[0],), generator=generator, device=x0.device
         )

@@ -24,7 +24,7 @@ class LockHeld(OSError):
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without error, it becomes
     ``path``. For libraries that write to a path themselves (h5py, zipfile, matplotlib).
 
@@ -49,7 +49,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
         temporary.unlink(missing_ok=True)
 
 
-def atomic_write(path: str | os.PathLike, content: str | bytes) -> Path:
+def atomic_write(path: str | os.PathLike[str], content: str | bytes) -> Path:
     """Write ``content`` (text as UTF-8, or bytes) to ``path`` atomically; returns the path."""
     data = content.encode() if isinstance(content, str) else content
     with atomic_path(path) as temporary:
@@ -58,7 +58,7 @@ def atomic_write(path: str | os.PathLike, content: str | bytes) -> Path:
 
 
 @contextlib.contextmanager
-def exclusive_lock(path: str | os.PathLike, *, wait: bool, what: str = "") -> Iterator[None]:
+def exclusive_lock(path: str | os.PathLike[str], *, wait: bool, what: str = "") -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` (created if needed) while the block runs.
 
     The lock dies with the process that holds it, so a killed holder never leaves it taken.

@@ -47,9 +47,12 @@ class PIDLagrangian(nn.Module):
     def update(self, cost: float, limit: float) -> float:
         """Feed the latest cost estimate; returns the new multiplier."""
         error = cost - limit
+        # Floored at 0: time spent under the limit is not banked against later violations.
         self.integral.copy_(torch.clamp(self.integral + error, min=0.0))
+        # Rises only: a falling cost does not pull lambda down early.
         rise = max(cost - float(self.previous_cost), 0.0)
         value = self.kp * max(error, 0.0) + self.ki * float(self.integral) + self.kd * rise
+        # lambda >= 0 as a dual variable; the cap bounds the penalty's weight in the loss.
         self.multiplier.fill_(min(max(value, 0.0), self.max_multiplier))
         self.previous_cost.fill_(cost)
         return float(self.multiplier)
@@ -71,4 +74,5 @@ def cost_limit_in_q_units(cost_limit: float, gamma: float, episode_length: float
         raise ValueError(f"gamma must be in [0, 1), got {gamma}")
     if episode_length < 1:
         raise ValueError(f"episode_length must be >= 1, got {episode_length}")
-    return cost_limit * (1.0 - gamma**episode_length) / ((1.0 - gamma) * episode_length)
+    discount: float = gamma**episode_length  # float ** float is Any to mypy (could be complex)
+    return cost_limit * (1.0 - discount) / ((1.0 - gamma) * episode_length)

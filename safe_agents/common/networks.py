@@ -7,10 +7,12 @@ statistics travel inside the saved weights.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
 
 _ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "mish": nn.Mish, "silu": nn.SiLU}
@@ -60,7 +62,7 @@ class ObservationScaler(nn.Module):
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
-    def fit(self, observations: np.ndarray) -> None:
+    def fit(self, observations: NDArray[np.float32]) -> None:
         """Set mean and standard deviation from ``(N, dim)`` observations."""
         if not self.enabled:
             return
@@ -89,7 +91,7 @@ class ActionScaler(nn.Module):
     low: torch.Tensor
     high: torch.Tensor
 
-    def __init__(self, low: np.ndarray, high: np.ndarray) -> None:
+    def __init__(self, low: NDArray[Any], high: NDArray[Any]) -> None:
         super().__init__()
         low = np.asarray(low, dtype=np.float32).reshape(-1)
         high = np.asarray(high, dtype=np.float32).reshape(-1)
@@ -115,7 +117,8 @@ class DeterministicActor(nn.Module):
         self.net = mlp(obs_dim, act_dim, hidden_sizes, output_activation="tanh")
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs)
+        actions: torch.Tensor = self.net(obs)
+        return actions
 
 
 class GaussianActor(nn.Module):
@@ -190,7 +193,8 @@ class ConditionalVAE(nn.Module):
             shape = (len(obs), self.latent_dim)
             latent = torch.randn(shape, generator=generator, device=obs.device)
             latent = latent.clamp(-self.latent_clip, self.latent_clip)
-        return self.decoder(torch.cat([obs, latent], dim=-1))
+        actions: torch.Tensor = self.decoder(torch.cat([obs, latent], dim=-1))
+        return actions
 
     def forward(
         self, obs: torch.Tensor, actions: torch.Tensor, generator: torch.Generator | None = None
@@ -258,7 +262,8 @@ class ResidualBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.net(x)
+        residual: torch.Tensor = self.net(x)
+        return x + residual
 
 
 class NoisePredictionNet(nn.Module):
@@ -297,7 +302,8 @@ class NoisePredictionNet(nn.Module):
         self, noisy_actions: torch.Tensor, t: torch.Tensor, obs: torch.Tensor
     ) -> torch.Tensor:
         features = torch.cat([obs, noisy_actions, self.time_embedding(t)], dim=-1)
-        return self.output(self.blocks(self.input(features)))
+        noise: torch.Tensor = self.output(self.blocks(self.input(features)))
+        return noise
 
 
 class ScalarBuffer(nn.Module):
@@ -348,7 +354,8 @@ class CausalTransformerBlock(nn.Module):
             need_weights=False,
         )[0]
         x = x + self.drop(attended)
-        return x + self.mlp(self.norm2(x))
+        residual: torch.Tensor = self.mlp(self.norm2(x))
+        return x + residual
 
 
 def init_transformer_weights(module: nn.Module) -> None:
@@ -386,7 +393,8 @@ class TemporalResidualBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         scale, shift = self.film(embedding).unsqueeze(-1).chunk(2, dim=1)  # (B, width, 1) each
-        return x + self.second(self.first(x) * (1.0 + scale) + shift)
+        residual: torch.Tensor = self.second(self.first(x) * (1.0 + scale) + shift)
+        return x + residual
 
 
 class TemporalConvDenoiser(nn.Module):
@@ -434,4 +442,5 @@ class TemporalConvDenoiser(nn.Module):
         x = self.input(noisy.transpose(1, 2))  # (B, width, H)
         for block in self.blocks:
             x = block(x, embedding)
-        return self.output(x).transpose(1, 2)
+        noise: torch.Tensor = self.output(x)
+        return noise.transpose(1, 2)  # (B, H, feature_dim)

@@ -1,7 +1,8 @@
 """The agent registry: the single source of algorithm names for the CLI, benchmarks and tests.
 
-Agent classes register themselves when defined (``BaseAgent.__init_subclass__``); importing
-``safe_agents`` imports every algorithm module, so :func:`list_agents` is complete.
+Agent classes register themselves when defined (``BaseAgent.__init_subclass__``). Python imports
+the ``safe_agents`` package, which imports every algorithm module, before any of its modules
+(this one included), so :func:`list_agents` is complete whenever a caller can reach it.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ def register_agent(agent_class: type[BaseAgent]) -> None:
 
 def list_agents() -> list[str]:
     """Registered algorithm names, sorted (``bc_all``, ``bc_safe``, ...)."""
-    import safe_agents  # noqa: F401  (imports every algorithm module)
-
     return sorted(_AGENTS)
 
 
@@ -35,8 +34,6 @@ def get_agent_class(name: str) -> type[BaseAgent]:
     Raises:
         ValueError: unknown name, listing the registered ones.
     """
-    import safe_agents  # noqa: F401
-
     key = name.lower().replace("-", "_")
     if key not in _AGENTS:
         close = difflib.get_close_matches(key, _AGENTS, n=3)

@@ -27,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from safe_agents._version import __version__
 from safe_agents.common.fileio import atomic_path
 
 FORMAT_VERSION = 1
@@ -95,7 +96,6 @@ def write_agent_file(
     training: dict[str, Any],
 ) -> Path:
     """Write the four members to ``path`` (``.zip`` appended) via a temp file and a rename."""
-    from safe_agents import __version__
 
     path = agent_path(path)
     metadata = {
