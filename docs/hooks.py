@@ -5,13 +5,15 @@ A page asks for a table with a marker, alone on its line::
     <!-- results: sweep:fisor -->
 
 ``NAME`` or ``NAME:ARGUMENT``; :data:`RENDERERS` lists the names. The hook replaces the marker
-with the table, rendered by the project's own report code where it has one
-(:func:`safe_agents.bench.markdown_table` and :func:`~safe_agents.bench.data_notes` for sweep
-rows, the ``markdown`` functions of ``benchmarks/speed.py`` and ``benchmarks/datasets.py``, the
-report functions of ``benchmarks/fidelity.py``), under a line that names the source file, its
-date and the data the rows were trained on. ``<!-- presets: AGENT -->`` lists an agent's named
-presets from its config class. A marker that names nothing known stops the build: a page never
-ships a placeholder or a stale copy.
+with the table, rendered by the project's own report code where it has one:
+:func:`safe_agents.bench.markdown_table` and :func:`~safe_agents.bench.data_notes` for sweep
+rows (``sweep`` for the quick set's folder, ``set:NAME`` for any config set's
+``benchmarks/results/NAME``, variants included), the ``markdown`` functions of
+``benchmarks/speed.py`` and ``benchmarks/datasets.py``, the report functions of
+``benchmarks/fidelity.py``. Each table sits under a line that names the source file, its date
+and the data the rows were trained on. ``<!-- presets: AGENT -->`` lists an agent's named presets
+from its config class. A marker that names nothing known stops the build: a page never ships a
+placeholder or a stale copy.
 
 The PNG figures under ``benchmarks/results`` are published at ``assets/results/...``.
 """
@@ -74,12 +76,6 @@ def _load(name: str) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _simulator(task: str) -> str:
-    import envs
-
-    return envs.get_task(task).simulator
-
-
 # ----------------------------------------------------------------------------- captions
 def _caption(source: str, date: str = NOT_RECORDED, data: str = NOT_RECORDED, *more: str) -> str:
     parts = [f"Source: {source}", f"date: {date}", f"data provenance: {data}", *more]
@@ -103,58 +99,30 @@ def _notes(rows: list[dict[str, Any]]) -> str:
     return f"{heading}\n\n{items}"
 
 
-# ------------------------------------------------------------------------------- tables
-def _cell_text(cell: Any) -> str:
-    """A cell as ``safe-agents report`` writes it (``bench.markdown_table``)."""
-    text = (
-        f"{cell.reward:.2f} +- {cell.reward_spread:.2f} / {cell.cost:.2f} +- {cell.cost_spread:.2f}"
-    )
-    return text if cell.safe else f"**{text} (unsafe)**"
-
-
-def _agent_table(
-    rows: list[dict[str, Any]],
-    label: str = "agent",
-    extra: dict[str, dict[str, str]] | None = None,
-) -> str:
-    """One task's cells, one line per agent (``bench.table`` computes them).
-
-    ``rows`` are result rows (``agent``, ``task``, ``seed``, ``mean_normalized_return``,
-    ``mean_normalized_cost``); ``extra`` adds columns: ``{column: {agent: text}}``.
-    """
-    extra = extra or {}
-    (cells,) = _bench().table(rows).values()  # one task per table
-    header = [label, "seeds", "normalized return / normalized cost", *extra]
-    lines = ["| " + " | ".join(header) + " |", "|---|---:|---|" + "---:|" * len(extra)]
-    for agent in dict.fromkeys(row["agent"] for row in rows):  # the file's order
-        cell = cells[agent]
-        entries = [agent, str(cell.seeds), _cell_text(cell)]
-        entries += [extra[column].get(agent, "-") for column in extra]
-        lines.append("| " + " | ".join(entries) + " |")
-    return "\n".join(lines)
-
-
-def _per_seed_rows(task: str, per_seed: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The per-seed entries of a benchmark script's JSON as result rows."""
-    return [
-        {"agent": agent, "task": task, "seed": seed, **entry}
-        for agent, entries in per_seed.items()
-        for seed, entry in enumerate(entries)
-    ]
-
-
-def _protocol(result: dict[str, Any]) -> str:
-    return (
-        f"task {result['task']}, {result['seeds']} training seeds x {result['episodes']} "
-        f"evaluation episodes"
-    )
-
-
-def _steps(budgets: dict[str, Any]) -> str:
-    return ", ".join(f"{name} {value}" for name, value in budgets.items())
-
-
 # ------------------------------------------------------------------------------ renderers
+def _sweep_caption(folder: Path, rows: list[dict[str, Any]]) -> str:
+    """Source, dates, data and protocol of a sweep folder's rows (its ``sweep.json``)."""
+    settings = json.loads((folder / "sweep.json").read_text())["settings"]
+    source = f"`{folder.relative_to(ROOT)}/rows/*.json` ({len(rows)} rows)"
+    protocol = (
+        f"profile {settings['profile']}, {settings['episodes']} evaluation episodes from seed "
+        f"{settings['eval_seed']}; {_revisions(rows)}"
+    )
+    return _caption(source, _dates(rows), _row_provenance(rows), protocol)
+
+
+def _dates(rows: list[dict[str, Any]]) -> str:
+    dates = sorted({row["finished"][:10] for row in rows if row.get("finished")})
+    return " to ".join(dict.fromkeys([dates[0], dates[-1]])) if dates else NOT_RECORDED
+
+
+def _sweep_rows(folder: Path) -> list[dict[str, Any]]:
+    rows = _bench().load_rows(folder)
+    if not rows:
+        raise PluginError(f"{folder.relative_to(ROOT)} has no rows")
+    return rows
+
+
 def sweep(argument: str) -> str:
     """The quick sweep (``bench_quick/rows``), as ``safe-agents report`` renders it.
 
@@ -162,24 +130,9 @@ def sweep(argument: str) -> str:
     columns, with the gradient steps their rows ran next to the agent's ``cpu`` preset now.
     """
     bench = _bench()
-    rows = bench.load_rows(SWEEP)
-    if not rows:
-        raise PluginError(f"{SWEEP.relative_to(ROOT)} has no rows")
-    settings = json.loads((SWEEP / "sweep.json").read_text())["settings"]
-    source = f"`benchmarks/results/bench_quick/rows/*.json` ({len(rows)} rows)"
-    protocol = (
-        f"profile {settings['profile']}, {settings['episodes']} evaluation episodes from seed "
-        f"{settings['eval_seed']}; {_revisions(rows)}"
-    )
-    dates = sorted({row["finished"][:10] for row in rows if row.get("finished")})
-    date = " to ".join(dict.fromkeys([dates[0], dates[-1]])) if dates else NOT_RECORDED
+    rows = _sweep_rows(SWEEP)
     if not argument:
-        return (
-            _caption(source, date, _row_provenance(rows), protocol)
-            + bench.markdown_table(rows)
-            + "\n\n"
-            + _notes(rows)
-        )
+        return _sweep_caption(SWEEP, rows) + bench.markdown_table(rows) + "\n\n" + _notes(rows)
     agents = argument.split(",")
     known = {row["agent"] for row in rows}
     unknown = [agent for agent in agents if agent not in known]
@@ -194,13 +147,133 @@ def sweep(argument: str) -> str:
         preset = get_agent_class(agent).config_class.presets.get("cpu", {}).get("n_steps")
         budgets.append(f"{agent} {'/'.join(map(str, ran))} steps (cpu preset now: {preset})")
     return (
-        _caption(source, date, _row_provenance(chosen), protocol)
+        _sweep_caption(SWEEP, chosen)
         + bench.markdown_table(chosen)
         + "\n\nBudgets of these rows: "
         + "; ".join(budgets)
         + ".\n\n"
         + _notes(chosen)
     )
+
+
+def _per_agent_tables(rows: list[dict[str, Any]]) -> str:
+    """One table per task, one line per agent (in the rows' order), with the cells of
+    ``bench.table``: a study of a few agents or variants reads down, not across."""
+    steps: dict[str, set[int]] = {}
+    for row in rows:
+        if "n_steps" in row:
+            steps.setdefault(row["agent"], set()).add(int(row["n_steps"]))
+    tables = []
+    for task, cells in _bench().table(rows).items():
+        lines = [
+            f"**{task}**",
+            "",
+            "| agent | seeds | normalized return / normalized cost | gradient steps |",
+            "|---|---:|---|---:|",
+        ]
+        for agent in dict.fromkeys(row["agent"] for row in rows if row["task"] == task):
+            cell = cells[agent]
+            text = (
+                f"{cell.reward:.2f} +- {cell.reward_spread:.2f} / "
+                f"{cell.cost:.2f} +- {cell.cost_spread:.2f}"
+            )
+            text = text if cell.safe else f"**{text} (unsafe)**"
+            ran = "/".join(f"{n:,}" for n in sorted(steps.get(agent, ()))) or "-"
+            lines.append(f"| {agent} | {cell.seeds} | {text} | {ran} |")
+        tables.append("\n".join(lines))
+    return "\n\n".join(tables)
+
+
+def config_set(argument: str) -> str:
+    """A config set's sweep folder, ``benchmarks/results/<set>``, as one table.
+
+    A set with variants (subfolders with their own ``sweep.json``) shows each variant's agents
+    as ``agent [variant]`` (the ``default`` variant's plainly), so the ablation reads in one
+    table per task.
+    """
+    folder = RESULTS / argument
+    if not argument or not folder.is_dir():
+        raise PluginError(f"set: no results folder benchmarks/results/{argument}")
+    found = sorted(path for path in folder.iterdir() if (path / "sweep.json").is_file())
+    # The default variant first, then the others by name.
+    variants = sorted(found, key=lambda path: (path.name != "default", path.name))
+    if (folder / "sweep.json").is_file():
+        variants = [folder]
+    if not variants:
+        raise PluginError(f"set: benchmarks/results/{argument} holds no sweep")
+    rows: list[dict[str, Any]] = []
+    for variant in variants:
+        label = "" if variant == folder or variant.name == "default" else f" [{variant.name}]"
+        rows += [{**row, "agent": row["agent"] + label} for row in _sweep_rows(variant)]
+    if variants == [folder]:
+        caption = _sweep_caption(folder, rows)
+    else:
+        names = ",".join(variant.name for variant in variants)
+        caption = _sweep_caption(variants[0], rows).replace(
+            f"`{variants[0].relative_to(ROOT)}/rows/*.json`",
+            f"`{folder.relative_to(ROOT)}/{{{names}}}/rows/*.json`",
+        )
+    return caption + _per_agent_tables(rows) + "\n\n" + _notes(rows)
+
+
+def safety_filter(argument: str) -> str:
+    """``safety_filter.json`` (``benchmarks/safety_filter.py``): policies behind FISOR's filter;
+    ``ppo``: the online PPO agent alone and behind the filter."""
+    result = _load("safety_filter.json")
+    ppo = argument == "ppo"
+    rows = [row for row in result["rows"] if row["agent"].startswith("ppo") == ppo]
+    interventions: dict[str, list[int]] = {}
+    for row in rows:
+        if "interventions" in row:
+            interventions.setdefault(row["agent"], []).append(row["interventions"])
+    counts = "; ".join(
+        f"{agent}: {', '.join(map(str, values))} (per seed)"
+        for agent, values in interventions.items()
+    )
+    more = [f"{result['filter_candidates']} candidates per step from FISOR's policy"]
+    if ppo:
+        more.append(f"SB3 PPO, {result['ppo_steps']:,} online steps without the cost")
+    return (
+        _caption(
+            "`benchmarks/results/safety_filter.json` (`benchmarks/safety_filter.py --sweep "
+            f"{result['sweep']}`)",
+            NOT_RECORDED,
+            _row_provenance(rows),
+            *more,
+        )
+        + _per_agent_tables(rows)
+        + f"\n\nFilter interventions (actions replaced, over all episodes): {counts}."
+    )
+
+
+def dspo_discriminator(argument: str) -> str:
+    """``dspo_discriminator.json`` (``benchmarks/dspo_discriminator.py``): BC on the safe demos
+    alone beside the ``dspo`` set's rows; ``table2``: the discriminator against the hidden
+    labels (the paper's Table 2)."""
+    import numpy as np
+
+    result = _load("dspo_discriminator.json")
+    caption = _caption(
+        "`benchmarks/results/dspo_discriminator.json` (`benchmarks/dspo_discriminator.py "
+        f"--sweep {result['sweep']}`)",
+        _dates(result["rows"]),
+        _row_provenance(result["rows"]),
+        result["protocol"],
+    )
+    if argument != "table2":
+        return caption + _per_agent_tables(result["rows"])
+    metrics = ("recall", "precision", "accuracy", "f1", "pearson")
+    lines = [
+        "| task | discriminator | seeds | " + " | ".join(metrics) + " |",
+        "|---|---|---:|" + "---|" * len(metrics),
+    ]
+    for task, per_seed in result["discriminator"].items():
+        for name in result["variants"]:
+            scored = [seed[name] for seed in per_seed if name in seed]
+            values = [np.array([entry[metric] for entry in scored]) for metric in metrics]
+            cells = [f"{np.nanmean(v):.2f} +- {np.nanstd(v):.2f}" for v in values]
+            lines.append(f"| {task} | {name} | {len(scored)} | " + " | ".join(cells) + " |")
+    return caption + "\n".join(lines)
 
 
 def headline(argument: str) -> str:
@@ -218,162 +291,6 @@ def sweep_plots(argument: str) -> str:
     return _caption("`benchmarks/results/bench_quick/plots/`", data="as in the table above") + (
         "\n\n".join(figures)
     )
-
-
-def fisor_toy(argument: str) -> str:
-    """``fisor_toy.json``: FISOR, BC and the SafetyFilter (``ppo``: the online PPO rows)."""
-    result = _load("fisor_toy.json")
-    if argument == "ppo":
-        ppo = result["ppo"]
-        rows = [
-            {"agent": name, "task": result["task"], "seed": 0, **ppo[name]}
-            for name in ("ppo", "ppo+filter")
-        ]
-        extra = {"interventions": {"ppo+filter": str(ppo["ppo+filter"]["interventions"])}}
-        return _caption(
-            "`benchmarks/results/fisor_toy.json`",
-            NOT_RECORDED,
-            "PPO trains online on the environment; the filter's critic is FISOR's",
-            f"SB3 PPO, {ppo['ppo_steps']} online steps, one run, evaluated on "
-            f"{result['episodes']} episodes",
-        ) + _agent_table(rows, extra=extra)
-    budgets = {"fisor": result["fisor_steps"], "bc_all": result["bc_steps"]}
-    interventions = {
-        agent: f"{sum(entry['interventions'] for entry in entries) / len(entries):.0f}"
-        for agent, entries in result["per_seed"].items()
-        if "interventions" in entries[0]
-    }
-    return _caption(
-        "`benchmarks/results/fisor_toy.json`",
-        NOT_RECORDED,
-        NOT_RECORDED,
-        _protocol(result),
-        f"gradient steps: {_steps(budgets)}; FISOR at {json.dumps(result['fisor_config'])}",
-    ) + _agent_table(
-        _per_seed_rows(result["task"], result["per_seed"]),
-        extra={"filter interventions (mean per seed)": interventions},
-    )
-
-
-def spi_toy(argument: str) -> str:
-    """``spi_toy.json``: SPI's two extractions (``ablation``: the Table 2 ablation, seed 0)."""
-    result = _load("spi_toy.json")
-    if argument == "ablation":
-        rows = [
-            {"agent": name, "task": result["task"], "seed": 0, **entry}
-            for name, entry in result["ablation_seed0"].items()
-        ]
-        return _caption(
-            "`benchmarks/results/spi_toy.json`",
-            NOT_RECORDED,
-            NOT_RECORDED,
-            f"task {result['task']}, training seed 0, {result['episodes']} evaluation episodes",
-        ) + _agent_table(rows, label="variant")
-    return _caption(
-        "`benchmarks/results/spi_toy.json`",
-        NOT_RECORDED,
-        NOT_RECORDED,
-        _protocol(result),
-        f"{result['spi_steps']} gradient steps at {json.dumps(result['spi_config'])}",
-    ) + _agent_table(_per_seed_rows(result["task"], result["per_seed"]))
-
-
-def drcorl_toy(argument: str) -> str:
-    """``drcorl_toy.json``: adaptation modes (``cost_limit``: the cost-limit ablation)."""
-    result = _load("drcorl_toy.json")
-    steps = (
-        f"{result['pretrain_steps']} pretraining + {result['extraction_steps']} extraction "
-        f"steps at {json.dumps(result['drcorl_config'])}; BC {result['bc_steps']} steps"
-    )
-    if argument == "cost_limit":
-        per_seed = result["cost_limit_ablation_per_seed"]
-        ordered = dict(sorted(per_seed.items(), key=lambda item: float(item[0].split("_")[1])))
-        return _caption(
-            "`benchmarks/results/drcorl_toy.json`",
-            NOT_RECORDED,
-            NOT_RECORDED,
-            _protocol(result),
-            "normalized cost divided by each row's own limit",
-        ) + _agent_table(_per_seed_rows(result["task"], ordered), label="cost limit")
-    return _caption(
-        "`benchmarks/results/drcorl_toy.json`",
-        NOT_RECORDED,
-        NOT_RECORDED,
-        _protocol(result),
-        steps,
-    ) + _agent_table(_per_seed_rows(result["task"], result["per_seed"]))
-
-
-def _seeds_file(name: str, data: str) -> str:
-    """A per-seed results file of agents with budgets and training times, as one table."""
-    result = _load(name)
-    seconds = {
-        agent: f"{min(values):.0f}-{max(values):.0f}"
-        for agent, values in result["train_seconds"].items()
-    }
-    steps = {agent: str(budget["steps"]) for agent, budget in result["budgets"].items()}
-    return _caption(
-        f"`benchmarks/results/{name}`",
-        NOT_RECORDED,
-        data,
-        _protocol(result),
-        f"evaluation seed {result['eval_seed']}",
-    ) + _agent_table(
-        _per_seed_rows(result["task"], result["per_seed"]),
-        extra={"gradient steps": steps, "training seconds per seed": seconds},
-    )
-
-
-def baselines_toy(argument: str) -> str:
-    """``baselines_toy.json``: the DSRL baselines on the toy task."""
-    return _seeds_file("baselines_toy.json", NOT_RECORDED)
-
-
-def compare(argument: str) -> str:
-    """``compare_OfflineBallRun-v0.json``: every agent with costs on BallRun's dataset."""
-    return _seeds_file(
-        "compare_OfflineBallRun-v0.json",
-        _load("compare_OfflineBallRun-v0.json").get("dataset", NOT_RECORDED),
-    )
-
-
-def dspo(argument: str) -> str:
-    """``dspo.json``: DSPO and BC without cost labels (``discriminator``: the paper's Table 2)."""
-    import numpy as np
-
-    result = _load("dspo.json")
-    tasks = result["tasks"]
-    caption = _caption(
-        "`benchmarks/results/dspo.json`", NOT_RECORDED, NOT_RECORDED, result["protocol"]
-    )
-    if argument == "discriminator":
-        metrics = ("recall", "precision", "accuracy", "f1", "pearson")
-        lines = [
-            "| task | discriminator | seeds | " + " | ".join(metrics) + " |",
-            "|---|---|---:|" + "---|" * len(metrics),
-        ]
-        for task, per_seed in tasks.items():
-            for name in per_seed[0]["discriminator"]:
-                values = [
-                    np.array([seed["discriminator"][name][metric] for seed in per_seed])
-                    for metric in metrics
-                ]
-                cells = [f"{value.mean():.2f} +- {value.std():.2f}" for value in values]
-                lines.append(f"| {task} | {name} | {len(per_seed)} | " + " | ".join(cells) + " |")
-        return caption + "\n".join(lines)
-    rows = [
-        {
-            "agent": name,
-            "task": task,
-            "seed": seed["seed"],
-            "simulator": _simulator(task),
-            **policy,
-        }
-        for task, per_seed in tasks.items()
-        for seed in per_seed
-        for name, policy in seed["policies"].items()
-    ]
-    return caption + _bench().markdown_table(rows)
 
 
 def speed(argument: str) -> str:
@@ -458,7 +375,7 @@ def budgets(argument: str) -> str:
 
 
 def figure(argument: str) -> str:
-    """A PNG under ``benchmarks/results``: ``figure:fisor_toy_feasibility.png``."""
+    """A PNG under ``benchmarks/results``: ``figure:fisor_toy/feasibility.png``."""
     path = RESULTS / argument
     if not argument.endswith(".png") or not path.is_file():
         raise PluginError(f"no figure benchmarks/results/{argument}")
@@ -469,12 +386,9 @@ RENDERERS: dict[str, Callable[[str], str]] = {
     "headline": headline,
     "sweep": sweep,
     "sweep_plots": sweep_plots,
-    "fisor_toy": fisor_toy,
-    "spi_toy": spi_toy,
-    "drcorl_toy": drcorl_toy,
-    "baselines_toy": baselines_toy,
-    "compare": compare,
-    "dspo": dspo,
+    "set": config_set,
+    "safety_filter": safety_filter,
+    "dspo_discriminator": dspo_discriminator,
     "speed": speed,
     "threads": threads,
     "fidelity": fidelity,
@@ -487,12 +401,9 @@ ARGUMENTS: dict[str, set[str] | None] = {
     "headline": {""},
     "sweep": None,
     "sweep_plots": {""},
-    "fisor_toy": {"", "ppo"},
-    "spi_toy": {"", "ablation"},
-    "drcorl_toy": {"", "cost_limit"},
-    "baselines_toy": {""},
-    "compare": {""},
-    "dspo": {"", "discriminator"},
+    "set": None,
+    "safety_filter": {"", "ppo"},
+    "dspo_discriminator": {"", "table2"},
     "speed": {""},
     "threads": {""},
     "fidelity": {""},

@@ -68,7 +68,8 @@ from torch import nn
 
 from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
-from safe_agents.common.data import coerce_dataset
+from safe_agents.common.data import DatasetLike, coerce_dataset
+from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
 from safe_agents.common.networks import (
     ActionScaler,
@@ -371,14 +372,14 @@ class DSPO(BaseAgent):
                 f"({self.config.policy_start}) so that the policy trains"
             )
 
-    def _prepare_dataset(self, dataset: Any) -> Any:
+    def _prepare_dataset(self, dataset: OfflineDataset) -> OfflineDataset:
         # DSPO never reads a cost, of the unlabeled data or of the demos.
         assert self.demos is not None  # needs_demos: learn_offline refused a call without them
         self._demos = self.demos.without_costs()
         self._unlabeled = dataset.without_costs()
         return type(dataset).concatenate([self._unlabeled, self._demos])
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         c = self.config
         device = self.device
         self._demo_windows = EpisodeWindows(self._demos, c.window_len, device)
@@ -467,14 +468,16 @@ class DSPO(BaseAgent):
         obs = self.obs_scaler(torch.cat([demos.obs, unlabeled.obs]))
         actions = self.action_scaler.normalize(torch.cat([demos.actions, unlabeled.actions]))
         mask = torch.cat([demos.mask, unlabeled.mask])
+        # Eq. 1 is PU learning: demos are labelled safe (1), the unlabeled mix 0.
         labels = torch.cat([torch.ones(len(demos.mask)), torch.zeros(len(unlabeled.mask))])
         labels = labels.to(self.device)
         returns = torch.cat(
             [self._demo_returns[demos.episodes], self._unlabeled_returns[unlabeled.episodes]]
         )
+        # The episode returns, binned: vCLUB's r, which the signal should not predict.
         bins = return_bins(returns, *self._return_range, c.n_return_bins)
         logits = self.transformer(obs, actions, mask)
-        signal = torch.sigmoid(logits)[:, None]
+        signal = torch.sigmoid(logits)[:, None]  # (B, 1): z, the safety signal
 
         # (a) q(r | z; theta) by maximum likelihood on the batch's pairs, z held fixed.
         classifier_loss = F.cross_entropy(self.return_classifier(signal.detach()), bins)
@@ -482,7 +485,8 @@ class DSPO(BaseAgent):
         classifier_loss.backward()
         self.optimizers["classifier"].step()
 
-        # (b) the transformer: Eq. 1 plus lambda times the vCLUB bound of I(z; r) (Eq. 4).
+        # (b) the transformer: Eq. 1 plus lambda times the vCLUB bound of I(z; r) (Eq. 4); the
+        # classifier just stepped is only read here (its own step ignores this loss).
         discriminator_loss = F.binary_cross_entropy_with_logits(logits, labels)
         vclub = vclub_estimate(F.log_softmax(self.return_classifier(signal), dim=-1), bins)
         loss = discriminator_loss + c.vclub_weight * vclub
@@ -535,12 +539,15 @@ class DSPO(BaseAgent):
 
     def _diffusion_step(self, batch: WindowBatch) -> dict[str, float]:
         c = self.config
-        conditions = self._episode_conditions()[batch.episodes]
+        # Each segment is conditioned on its episode's (return, safety signal).
+        conditions = self._episode_conditions()[batch.episodes]  # (B, 2)
         x0 = self.segment_scaler.normalize(self._scaled_segments(batch.obs, batch.actions))
         noisy, t, noise = self.scheduler.training_targets(x0, self.train_generator)
         generator = self.train_generator
+        # Classifier-free guidance: drop the condition at random so one network learns both
+        # the conditional and the unconditional noise, mixed at generation.
         keep = torch.rand(len(x0), generator=generator, device=generator.device).to(self.device)
-        keep = (keep >= c.condition_dropout).float()
+        keep = (keep >= c.condition_dropout).float()  # (B,)
         loss = F.mse_loss(self.denoiser(noisy, t, conditions, keep), noise)
         self.optimizers["denoiser"].zero_grad()
         loss.backward()
@@ -571,6 +578,7 @@ class DSPO(BaseAgent):
         with torch.no_grad():
             shape = (c.n_generated_segments, c.segment_len, self.obs_dim + self.act_dim)
             segments = self.scheduler.sample(guided, shape, generator, self.device)
+            # (n_segments * segment_len, obs_dim + act_dim): the segments cut into pairs.
             pairs = self.segment_scaler.denormalize(segments).reshape(-1, shape[-1])
             self.generated.obs.copy_(pairs[:, : self.obs_dim])
             self.generated.actions.copy_(pairs[:, self.obs_dim :].clamp(-1.0, 1.0))
@@ -580,6 +588,7 @@ class DSPO(BaseAgent):
         self.logger.record("generation/target_signal", float(demo_signal))
 
     def _policy_step(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+        # Behaviour cloning on generated and demo pairs alike (the batch mixes both).
         loss = F.mse_loss(self.actor(obs), actions)
         self.optimizers["actor"].zero_grad()
         loss.backward()
@@ -591,7 +600,7 @@ class DSPO(BaseAgent):
         return actions
 
     # ------------------------------------------------------------------ inspection
-    def safety_signals(self, dataset: Any) -> NDArray[np.float32]:
+    def safety_signals(self, dataset: DatasetLike) -> NDArray[np.float32]:
         """The SafetyTransformer's signal ``z_tau`` in ``(0, 1)`` for every episode of a dataset.
 
         Higher means "looks like the safe demonstrations". Costs, if any, are not read.

@@ -31,7 +31,8 @@ def test_site_builds_strict_with_generated_results_tables(tmp_path: Path) -> Non
     fisor = (site / "algorithms" / "fisor" / "index.html").read_text()
     # The markers are gone, replaced by tables that name their source file.
     assert "<!-- results" not in fisor
-    assert "benchmarks/results/fisor_toy.json" in fisor
+    assert "benchmarks/results/fisor_toy/rows/*.json" in fisor
+    assert "benchmarks/results/safety_filter.json" in fisor
     assert "bench_quick/rows/*.json" in fisor
     assert "normalized return / normalized cost" in fisor
     assert "<table>" in fisor
@@ -39,18 +40,23 @@ def test_site_builds_strict_with_generated_results_tables(tmp_path: Path) -> Non
     assert "FISORConfig" in fisor and "feasibility_expectile" in fisor
 
     baselines = (site / "algorithms" / "baselines" / "index.html").read_text()
-    assert "benchmarks/results/baselines_toy.json" in baselines
-    assert "benchmarks/results/compare_OfflineBallRun-v0.json" in baselines
     for agent in ("bcq_lag", "cpq", "coptidice", "cdt"):
-        assert f"<td>{agent}</td>" in baselines
+        assert f"<th>{agent}</th>" in baselines
 
-    for page in ("drcorl", "spi", "dspo"):
+    # Each config set's folder, its variants in one table ("agent [variant]").
+    for page, folder, variant in (
+        ("drcorl", "drcorl_toy", "drcorl [crpo]"),
+        ("spi", "spi_toy", "spi [without_safety_q]"),
+        ("dspo", "dspo", "dspo [no_vclub]"),
+    ):
         html = (site / "algorithms" / page / "index.html").read_text()
-        assert f"benchmarks/results/{page}" in html, page
+        assert f"benchmarks/results/{folder}/{{default," in html, page
+        assert variant in html, page
         assert "data provenance" in html, page
+    assert "benchmarks/results/dspo_discriminator.json" in html
 
     # Figures under benchmarks/results are published with the site.
-    assert (site / "assets" / "results" / "fisor_toy_feasibility.png").is_file()
+    assert (site / "assets" / "results" / "fisor_toy" / "feasibility.png").is_file()
     api = (site / "api" / "envs" / "index.html").read_text()
     assert "collect_episodes" in api and "reference_range" in api
 
@@ -69,8 +75,9 @@ def test_unknown_or_malformed_results_marker_fails_the_build() -> None:
     page = SimpleNamespace(file=SimpleNamespace(src_uri="algorithms/x.md"))
     for marker in (
         "<!-- results: no_such_table -->",
-        "<!-- results: fisor_toy:no_such_part -->",
-        "<!-- results fisor_toy -->",
+        "<!-- results: safety_filter:no_such_part -->",
+        "<!-- results: set:no_such_folder -->",
+        "<!-- results safety_filter -->",
         "<!-- presets: no_such_agent -->",
     ):
         with pytest.raises(PluginError):

@@ -100,6 +100,7 @@ from safe_agents.common.config import (
     check_positive,
 )
 from safe_agents.common.data import DEFAULT_COST_LIMIT, resolve_cost_limit
+from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.networks import ScalarBuffer, init_transformer_weights
 from safe_agents.common.sequence import (
     EpisodeWindows,
@@ -397,7 +398,7 @@ class SegmentSampler:
 
     def __init__(
         self,
-        dataset: Any,
+        dataset: OfflineDataset,
         seq_len: int,
         entry_episodes: NDArray[np.int64],
         return_shifts: NDArray[np.float64],
@@ -409,6 +410,8 @@ class SegmentSampler:
         def tensor(values: ArrayLike, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(np.asarray(values), dtype=dtype, device=device)
 
+        # CDT needs_costs: learn_offline refused a dataset without them.
+        assert dataset.costs is not None
         bounds = dataset.episode_bounds()
         self.seq_len = seq_len
         self.generator = generator
@@ -705,7 +708,7 @@ class CDT(BaseAgent):
             self.target_cost_buffer.value.fill_(float(target_cost))
 
     # ------------------------------------------------------------------ training
-    def _prepare_dataset(self, dataset: Any) -> Any:
+    def _prepare_dataset(self, dataset: OfflineDataset) -> OfflineDataset:
         longest = int(dataset.episode_lengths().max())
         if longest > self.timestep_limit - self.config.seq_len:
             raise ValueError(
@@ -715,7 +718,7 @@ class CDT(BaseAgent):
             )
         return dataset
 
-    def _setup_training(self, dataset: Any) -> None:
+    def _setup_training(self, dataset: OfflineDataset) -> None:
         config = self.config
         episode_returns = dataset.episode_returns()
         episode_costs = dataset.episode_costs()
@@ -784,9 +787,12 @@ class CDT(BaseAgent):
 
     def _train_step(self, batch: SequenceBatch) -> dict[str, float]:
         config = self.config
+        # Scaling moves the padding's zeros; the mask puts them back. (B, K, obs_dim)
         obs = self.obs_scaler(batch.obs) * batch.mask.unsqueeze(-1)
         actions = self.action_scaler.normalize(batch.actions) * batch.mask.unsqueeze(-1)
+        # The targets the network is conditioned on, as at deployment (possibly relabeled).
         returns, costs = self._conditioning(batch.returns_to_go, batch.costs_to_go)
+        # mask == 0 marks padding: attention never reads it, and every loss skips it.
         output = self.model(obs, actions, returns, costs, batch.timesteps, batch.mask == 0)
         metrics: dict[str, float] = {}
         if self.log_temperature is not None:
@@ -803,6 +809,8 @@ class CDT(BaseAgent):
             output.cost_log_probs, batch.costs, batch.mask
         )
         state_loss = state_prediction_loss(output.next_obs, obs, batch.mask)
+        # OSRL's total: the action loss plus the auxiliary cost classifier (and, when weighted,
+        # the next-state prediction); only the action head acts at deployment.
         loss = action_loss + config.loss_cost_weight * cost_loss
         if config.loss_state_weight > 0:
             loss = loss + config.loss_state_weight * state_loss
@@ -817,6 +825,7 @@ class CDT(BaseAgent):
         if config.clip_grad is not None:
             nn.utils.clip_grad_norm_(self.model.parameters(), config.clip_grad)
         optimizer.step()
+        # After the model's step, as SAC-style tuning: alpha follows the entropy just measured.
         if self.log_temperature is not None and entropy is not None:
             alpha_loss = temperature_loss(self.log_temperature.value, entropy, self.target_entropy)
             self.optimizers["temperature"].zero_grad()

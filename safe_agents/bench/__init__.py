@@ -43,7 +43,8 @@ settings, profiles), :mod:`~safe_agents.bench.budgets` (each run's budget),
 folder's record and lock), :mod:`~safe_agents.bench.runs` (one run: checkpoints, curves),
 :mod:`~safe_agents.bench.sweep` (workers and Ray), :mod:`~safe_agents.bench.rows` (the
 folder's files), :mod:`~safe_agents.bench.report`, :mod:`~safe_agents.bench.plots` and
-:mod:`~safe_agents.bench.headline` (tables and figures), and :mod:`~safe_agents.bench.measure`
+:mod:`~safe_agents.bench.headline` (tables and figures), :mod:`~safe_agents.bench.publish`
+(a folder's report files), and :mod:`~safe_agents.bench.measure`
 (timings for the scripts that measure speed). Every name below is importable from
 ``safe_agents.bench``.
 """
@@ -63,6 +64,7 @@ from safe_agents.bench.headline import (
 )
 from safe_agents.bench.measure import latency_ms, steps_per_second
 from safe_agents.bench.plots import curves, plot_curves, plot_tasks
+from safe_agents.bench.publish import write_report
 from safe_agents.bench.report import (
     NOT_RECORDED,
     Cell,
@@ -71,7 +73,6 @@ from safe_agents.bench.report import (
     data_notes,
     markdown_table,
     table,
-    write_report,
 )
 from safe_agents.bench.rows import (
     agent_path,

@@ -3,20 +3,16 @@
 A cell is the mean over seeds of each seed's mean over episodes of the normalized return and
 cost, with the standard deviation over seeds; a cell whose normalized cost exceeds 1 is
 unsafe. Every table says which data each task's rows were trained on (:func:`data_labels`).
-:func:`write_report` renders a folder's ``report.md``, ``report.csv`` and plots.
+:func:`safe_agents.bench.publish.write_report` writes them, with the plots, into a sweep folder.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from safe_agents.bench.rows import load_rows
-from safe_agents.common.fileio import atomic_write
 
 
 @dataclass
@@ -171,22 +167,3 @@ def csv_table(rows: Sequence[dict[str, Any]]) -> str:
                 f"{cell.cost_spread:.4f},{cell.seeds},{str(cell.safe).lower()},{data[task]}"
             )
     return "\n".join(lines) + "\n"
-
-
-def write_report(out_dir: str | Path) -> dict[str, Path]:
-    """Render ``report.md``, ``report.csv``, ``plots/<task>.png``/``.svg`` and, for rows with
-    learning curves, ``plots/curves_<task>.png``/``.svg`` from a sweep folder."""
-    out = Path(out_dir)
-    rows = load_rows(out)
-    if not rows:
-        raise ValueError(f"{out} has no result rows (expected {out / 'rows'}/*.json)")
-    markdown = markdown_table(rows) + "\n\n" + data_notes(rows)
-    paths = {"markdown": out / "report.md", "csv": out / "report.csv"}
-    for key, text in (("markdown", markdown + "\n"), ("csv", csv_table(rows))):
-        atomic_write(paths[key], text)
-    from safe_agents.bench.plots import plot_curves, plot_tasks
-
-    plot_tasks(rows, out / "plots")
-    plot_curves(rows, out / "plots")
-    paths["plots"] = out / "plots"
-    return paths

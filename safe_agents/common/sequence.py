@@ -19,12 +19,13 @@ step by step and pass through causal transformer blocks.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
+from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.networks import CausalTransformerBlock
 
 
@@ -117,7 +118,9 @@ class EpisodeWindows:
         ValueError: ``full`` and no episode has ``length`` steps.
     """
 
-    def __init__(self, dataset: Any, length: int, device: torch.device, full: bool = False) -> None:
+    def __init__(
+        self, dataset: OfflineDataset, length: int, device: torch.device, full: bool = False
+    ) -> None:
         bounds = dataset.episode_bounds()
         starts = np.array([start for start, _ in bounds], dtype=np.int64)
         lengths = np.array([stop - start for start, stop in bounds], dtype=np.int64)

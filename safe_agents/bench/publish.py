@@ -1,0 +1,31 @@
+"""A sweep folder's report files: ``report.md``, ``report.csv`` and the plots.
+
+Kept apart from :mod:`safe_agents.bench.report` (the tables) and :mod:`safe_agents.bench.plots`
+(the figures, which read the tables), so that neither of those imports the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safe_agents.bench.plots import plot_curves, plot_tasks
+from safe_agents.bench.report import csv_table, data_notes, markdown_table
+from safe_agents.bench.rows import load_rows
+from safe_agents.common.fileio import atomic_write
+
+
+def write_report(out_dir: str | Path) -> dict[str, Path]:
+    """Render ``report.md``, ``report.csv``, ``plots/<task>.png``/``.svg`` and, for rows with
+    learning curves, ``plots/curves_<task>.png``/``.svg`` from a sweep folder."""
+    out = Path(out_dir)
+    rows = load_rows(out)
+    if not rows:
+        raise ValueError(f"{out} has no result rows (expected {out / 'rows'}/*.json)")
+    markdown = markdown_table(rows) + "\n\n" + data_notes(rows)
+    paths = {"markdown": out / "report.md", "csv": out / "report.csv"}
+    for key, text in (("markdown", markdown + "\n"), ("csv", csv_table(rows))):
+        atomic_write(paths[key], text)
+    plot_tasks(rows, out / "plots")
+    plot_curves(rows, out / "plots")
+    paths["plots"] = out / "plots"
+    return paths
