@@ -322,3 +322,21 @@ def test_an_agent_that_reads_costs_refuses_data_without_them(name, env, toy_data
     with pytest.raises(ValueError, match=f"{name} needs cost labels") as raised:
         agent.learn_offline(unlabeled, n_steps=2, **kwargs)
     assert "bc_all, dspo" in str(raised.value) and agent.num_steps == 0
+
+
+@pytest.mark.parametrize("name", list_agents())
+def test_demos_go_to_the_agents_that_learn_from_them_and_only_to_them(name, env, toy_dataset):
+    # learn_offline(..., demos=) is BaseAgent's for every agent: refused, before anything
+    # changes, by an agent without needs_demos, and required by one with it.
+    agent = make(name, env)
+    unlabeled, demos = toy_dataset.strip_costs(n_safe_demos=10)
+    if agent.needs_demos:
+        with pytest.raises(ValueError, match="plus safe demonstrations"):
+            agent.learn_offline(unlabeled, n_steps=STEPS)
+        agent.learn_offline(unlabeled, n_steps=STEPS, demos=demos)
+        assert agent.num_steps == STEPS and agent.demos is not None
+        assert len(agent.demos) == len(demos)
+    else:
+        with pytest.raises(ValueError, match=f"{name} does not learn from demonstrations.*dspo"):
+            agent.learn_offline(toy_dataset, n_steps=2, demos=demos)
+        assert agent.num_steps == 0 and agent.demos is None

@@ -257,9 +257,7 @@ class BaseAgent:
         dataset = coerce_dataset(dataset)
         dataset.check_spaces(self.observation_space, self.action_space)
         if self.needs_costs and dataset.costs is None:
-            without = [
-                name for name in registry.list_agents() if name not in _agents_with("needs_costs")
-            ]
+            without = _agents_with("needs_costs", False)
             raise ValueError(
                 f"{self.name} needs cost labels, and this dataset has none (its costs were "
                 f"stripped); the agents that learn without them: {', '.join(without)}"
@@ -533,11 +531,11 @@ class BaseAgent:
         return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
 
 
-def _agents_with(flag: str) -> list[str]:
-    """The registered agents whose class sets ``flag`` (``needs_demos``, ``needs_costs``)."""
-    return [
-        name for name in registry.list_agents() if getattr(registry.get_agent_class(name), flag)
-    ]
+def _agents_with(flag: str, value: bool = True) -> list[str]:
+    """The registered agents whose class sets ``flag`` (``needs_demos``, ``needs_costs``) to
+    ``value``."""
+    agents = registry.list_agents()
+    return [name for name in agents if getattr(registry.get_agent_class(name), flag) == value]
 
 
 def _saved_steps(steps: Any, path: str | Path) -> int:
