@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from envs.collect.rollouts import noisy_policy
+
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
 
@@ -201,8 +203,6 @@ class PPOTrainer:
 
         One PPO rollout of training, then one noiseless episode of the resulting policy.
         """
-        from envs.collect.rollouts import noisy_policy
-
         model = self._ppo(CostPenalty(env), seed=seed)
         start = time.perf_counter()
         model.learn(self.config.ppo_n_steps)

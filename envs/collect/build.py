@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import gymnasium as gym
 import numpy as np
 
+from envs.adapters import make
 from envs.collect.assemble import EpisodeCounts, dataset_metadata, filter_rollouts
 from envs.collect.behaviours import CostPenalty, PPOTrainer
 from envs.collect.plan import (
@@ -45,6 +46,7 @@ from envs.collect.workdir import (
     work_dir,
 )
 from envs.datasets import OfflineDataset, cache_dir, save_dataset
+from envs.plots import plot_dataset
 from envs.tasks import get_task
 from safe_agents.common.device import torch_threads
 
@@ -138,8 +140,6 @@ def build_dataset(
         dataset = OfflineDataset.concatenate([dataset], metadata=build.metadata(dataset, counts))
         save_dataset(dataset, out)
     if plot:
-        from envs.plots import plot_dataset
-
         plot_dataset(dataset, out.with_suffix(".png"))
     if dataset.metadata["complete"]:
         if not keep_work_dir:
@@ -235,8 +235,6 @@ class _Build:
 
     def make_env(self) -> gym.Env:
         """A fresh environment of the task (with the configured episode length)."""
-        from envs.adapters import make
-
         if self.config.max_episode_steps is None:
             return make(self.task_id)
         return make(self.task_id, max_episode_steps=self.config.max_episode_steps)

@@ -16,6 +16,7 @@ import numpy as np
 
 from envs.collect.plan import STREAM_EPISODES, STREAM_NOISE, Deadline, stream_seed
 from envs.datasets import OfflineDataset
+from envs.evaluation import collect_episodes
 
 if TYPE_CHECKING:
     from stable_baselines3.common.policies import ActorCriticPolicy, BasePolicy
@@ -61,8 +62,6 @@ def record_noise_levels(
     Returns:
         One dataset per level, or None when the deadline passed before the last level.
     """
-    from envs.evaluation import collect_episodes
-
     seed, behaviour, checkpoint = stream_key
     parts = []
     for index, noise in enumerate(noise_levels):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import torch
 
 from envs.datasets import OfflineDataset, read_hdf5, save_dataset
+from safe_agents.common.fileio import atomic_path, atomic_write
 
 if TYPE_CHECKING:
     from stable_baselines3 import PPO
@@ -148,8 +149,6 @@ def save_checkpoint(
     work: Path, behaviour: int, checkpoint: int, model: PPO, penalty: CostPenalty
 ) -> None:
     """Policy and optimizer weights (loaded without pickle) plus the penalty's state."""
-    from safe_agents.common.fileio import atomic_path
-
     path = checkpoint_path(work, behaviour, checkpoint)
     with atomic_path(path) as temporary:
         torch.save(
@@ -187,6 +186,4 @@ def load_rollout(work: Path, behaviour: int, checkpoint: int) -> OfflineDataset:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    from safe_agents.common.fileio import atomic_write
-
     atomic_write(path, text)
