@@ -91,10 +91,11 @@ from safe_agents.common.critics import (
 )
 from safe_agents.common.data import TransitionBatch, done_mask, resolve_cost_limit
 from safe_agents.common.dataset import OfflineDataset
-from safe_agents.common.device import torch_threads
+from safe_agents.common.device import optimizer_options, torch_threads
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
 from safe_agents.common.imitation import gaussian_bc_loss, mse_bc_loss
 from safe_agents.common.lagrangian import PIDLagrangian
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import (
     DeterministicActor,
     GaussianActor,
@@ -319,6 +320,7 @@ class DRCORL(BaseAgent):
             c.behaviour_blocks,
             dropout=0.0,
             expansion=1,
+            num_timesteps=c.diffusion_steps,
         )
         self.scheduler = NoiseScheduler(c.diffusion_steps, c.beta_schedule)
         self.reward_q = QEnsemble(self.obs_dim, self.act_dim, 2, c.critic_hidden_sizes)
@@ -342,11 +344,15 @@ class DRCORL(BaseAgent):
         ]
         self.optimizers = {
             "behaviour": torch.optim.Adam(
-                self.behaviour.parameters(), lr=c.behaviour_learning_rate, foreach=True
+                self.behaviour.parameters(),
+                lr=c.behaviour_learning_rate,
+                **optimizer_options(self.device),
             ),
-            "critic": torch.optim.Adam(critic_params, lr=c.critic_learning_rate, foreach=True),
+            "critic": torch.optim.Adam(
+                critic_params, lr=c.critic_learning_rate, **optimizer_options(self.device)
+            ),
             "actor": torch.optim.Adam(
-                self.actor.parameters(), lr=c.actor_learning_rate, foreach=True
+                self.actor.parameters(), lr=c.actor_learning_rate, **optimizer_options(self.device)
             ),
         }
 
@@ -390,8 +396,7 @@ class DRCORL(BaseAgent):
     def _policy(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Mean and (``None`` for Dirac) std of the policy on ``[-1, 1]`` actions."""
         if isinstance(self.actor, GaussianActor):
-            distribution = self.actor.distribution(obs)
-            return distribution.mean, distribution.stddev
+            return self.actor.mean_and_std(obs)
         mean = self.actor(obs)
         if self.config.policy == "dirac":
             return mean, None
@@ -413,7 +418,7 @@ class DRCORL(BaseAgent):
         return self._sample_policy(obs, self.act_generator)[0]
 
     # ------------------------------------------------------------------ training
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: TransitionBatch) -> Metrics:
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
         actions = self.action_scaler.normalize(batch.actions)
@@ -426,13 +431,13 @@ class DRCORL(BaseAgent):
             metrics.update(self._extract_policy(obs))
         return metrics
 
-    def _update_behaviour(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+    def _update_behaviour(self, obs: torch.Tensor, actions: torch.Tensor) -> Metrics:
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
         loss = F.mse_loss(self.behaviour(noisy, t, obs), noise)  # Eq. 5
         self.optimizers["behaviour"].zero_grad()
         loss.backward()
         self.optimizers["behaviour"].step()
-        return {"diffusion_loss": loss.item()}
+        return {"diffusion_loss": loss.detach()}
 
     def _update_critics(
         self,
@@ -440,7 +445,7 @@ class DRCORL(BaseAgent):
         obs: torch.Tensor,
         next_obs: torch.Tensor,
         actions: torch.Tensor,
-    ) -> dict[str, float]:
+    ) -> Metrics:
         c = self.config
         # Time-limit ends are bootstrapped through: only true terminations stop the return.
         terminal = done_mask(batch, through_timeouts=True)
@@ -473,12 +478,12 @@ class DRCORL(BaseAgent):
         soft_update(self.reward_q_target, self.reward_q, c.tau)
         soft_update(self.cost_q_target, self.cost_q, c.tau)
         return {
-            "reward_q_loss": reward_q_loss.item(),
-            "reward_v_loss": reward_v_loss.item(),
-            "cost_td_loss": cost_td_loss.item(),
+            "reward_q_loss": reward_q_loss.detach(),
+            "reward_v_loss": reward_v_loss.detach(),
+            "cost_td_loss": cost_td_loss.detach(),
         }
 
-    def _warm_start(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+    def _warm_start(self, obs: torch.Tensor, actions: torch.Tensor) -> Metrics:
         """The warm start (Algorithm 1 line 3): toward the diffusion model, or the data."""
         if self.config.warm_start == "diffusion":
             # KL(pi || mu_psi) alone: mode-seeking, so the policy settles on one behaviour mode.
@@ -491,7 +496,7 @@ class DRCORL(BaseAgent):
         self.optimizers["actor"].zero_grad()
         loss.backward()
         self.optimizers["actor"].step()
-        return {"actor_warm_start_loss": loss.item()}
+        return {"actor_warm_start_loss": loss.detach()}
 
     def _kl_surrogate(
         self, obs: torch.Tensor, actions: torch.Tensor, std: torch.Tensor | None
@@ -531,7 +536,7 @@ class DRCORL(BaseAgent):
         # sigma (B, 1) -> (B,): w(t) = sigma_t^2 weights the entropy as the cross entropy.
         return (cross_entropy - sigma.squeeze(-1) ** 2 * entropy).mean()
 
-    def _extract_policy(self, obs: torch.Tensor) -> dict[str, float]:
+    def _extract_policy(self, obs: torch.Tensor) -> Metrics:
         c = self.config
         step = self.num_steps - c.pretrain_steps
         span = max(self.total_steps - c.pretrain_steps, 1)
@@ -563,8 +568,8 @@ class DRCORL(BaseAgent):
             "normalized_cost": normalized_cost,
             "beta": beta,
             "slack": slack_plus,
-            "kl_surrogate": kl.item(),
-            "policy_q_reward": reward_q.mean().item(),
+            "kl_surrogate": kl.detach(),
+            "policy_q_reward": reward_q.mean().detach(),
         }
         if c.adaptation == "lagrangian":  # Eq. 22, the multiplier fed by the UCB estimate
             multiplier = self.lagrangian.update(episode_cost, limit)

@@ -70,7 +70,9 @@ from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import AgentConfig, check_choice, check_in_range, check_positive
 from safe_agents.common.data import DatasetLike, coerce_dataset
 from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import optimizer_options
 from safe_agents.common.diffusion import SCHEDULES, NoiseScheduler
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import (
     ActionScaler,
     DeterministicActor,
@@ -345,13 +347,24 @@ class DSPO(BaseAgent):
         self.actor = DeterministicActor(self.obs_dim, self.act_dim, c.hidden_sizes)
         self.optimizers = {
             "transformer": torch.optim.AdamW(
-                self.transformer.parameters(), lr=c.discriminator_learning_rate, weight_decay=1e-4
+                self.transformer.parameters(),
+                lr=c.discriminator_learning_rate,
+                weight_decay=1e-4,
+                **optimizer_options(self.device),
             ),
             "classifier": torch.optim.Adam(
-                self.return_classifier.parameters(), lr=c.classifier_learning_rate
+                self.return_classifier.parameters(),
+                lr=c.classifier_learning_rate,
+                **optimizer_options(self.device),
             ),
-            "denoiser": torch.optim.Adam(self.denoiser.parameters(), lr=c.diffusion_learning_rate),
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.learning_rate),
+            "denoiser": torch.optim.Adam(
+                self.denoiser.parameters(),
+                lr=c.diffusion_learning_rate,
+                **optimizer_options(self.device),
+            ),
+            "actor": torch.optim.Adam(
+                self.actor.parameters(), lr=c.learning_rate, **optimizer_options(self.device)
+            ),
         }
 
     def _saved_modules(self) -> dict[str, nn.Module]:
@@ -447,7 +460,7 @@ class DSPO(BaseAgent):
         return obs, actions
 
     # ------------------------------------------------------------------ training
-    def _train_step(self, batch: Any) -> dict[str, float]:
+    def _train_step(self, batch: Any) -> Metrics:
         stage = self._stage()
         start = time.perf_counter()
         if stage == "discriminator":
@@ -463,7 +476,7 @@ class DSPO(BaseAgent):
         """Wall-clock seconds per stage of this process's training (``stage_seconds``)."""
         self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
-    def _discriminator_step(self, demos: WindowBatch, unlabeled: WindowBatch) -> dict[str, float]:
+    def _discriminator_step(self, demos: WindowBatch, unlabeled: WindowBatch) -> Metrics:
         c = self.config
         obs = self.obs_scaler(torch.cat([demos.obs, unlabeled.obs]))
         actions = self.action_scaler.normalize(torch.cat([demos.actions, unlabeled.actions]))
@@ -496,10 +509,10 @@ class DSPO(BaseAgent):
         with torch.no_grad():
             accuracy = ((logits > 0).float() == labels).float().mean()
         return {
-            "discriminator_loss": discriminator_loss.item(),
-            "vclub": vclub.item(),
-            "classifier_loss": classifier_loss.item(),
-            "discriminator_accuracy": accuracy.item(),
+            "discriminator_loss": discriminator_loss.detach(),
+            "vclub": vclub.detach(),
+            "classifier_loss": classifier_loss.detach(),
+            "discriminator_accuracy": accuracy.detach(),
         }
 
     def _episode_conditions(self) -> torch.Tensor:
@@ -537,7 +550,7 @@ class DSPO(BaseAgent):
         count = torch.zeros(n_episodes, device=self.device).index_add_(0, batch.episodes, weights)
         return torch.sigmoid(total / count)
 
-    def _diffusion_step(self, batch: WindowBatch) -> dict[str, float]:
+    def _diffusion_step(self, batch: WindowBatch) -> Metrics:
         c = self.config
         # Each segment is conditioned on its episode's (return, safety signal).
         conditions = self._episode_conditions()[batch.episodes]  # (B, 2)
@@ -552,7 +565,7 @@ class DSPO(BaseAgent):
         self.optimizers["denoiser"].zero_grad()
         loss.backward()
         self.optimizers["denoiser"].step()
-        return {"diffusion_loss": loss.item()}
+        return {"diffusion_loss": loss.detach()}
 
     def _generate(self) -> None:
         """Sample the BC segments: returns within the demos' range, the smallest demo signal."""
@@ -587,13 +600,13 @@ class DSPO(BaseAgent):
         self._add_seconds("generation", time.perf_counter() - start)
         self.logger.record("generation/target_signal", float(demo_signal))
 
-    def _policy_step(self, obs: torch.Tensor, actions: torch.Tensor) -> dict[str, float]:
+    def _policy_step(self, obs: torch.Tensor, actions: torch.Tensor) -> Metrics:
         # Behaviour cloning on generated and demo pairs alike (the batch mixes both).
         loss = F.mse_loss(self.actor(obs), actions)
         self.optimizers["actor"].zero_grad()
         loss.backward()
         self.optimizers["actor"].step()
-        return {"actor_loss": loss.item()}
+        return {"actor_loss": loss.detach()}
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         actions: torch.Tensor = self.actor(obs)

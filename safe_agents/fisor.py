@@ -79,7 +79,8 @@ from safe_agents.common.critics import (
 )
 from safe_agents.common.data import TransitionBatch, done_mask, episode_horizon
 from safe_agents.common.dataset import OfflineDataset
-from safe_agents.common.device import torch_threads
+from safe_agents.common.device import optimizer_options, torch_threads
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import NoisePredictionNet, ScalarBuffer
 from safe_agents.common.safety_critic_agent import SafetyCriticAgent
 
@@ -307,6 +308,7 @@ class FISOR(SafetyCriticAgent):
             expansion=c.actor_expansion,
             time_out_dim=2 * c.time_embedding_dim,
             time_scale=0.2,
+            num_timesteps=c.diffusion_steps,
         )
         self.actor_ema = make_target(self.actor)
         self.scheduler = c.make_scheduler()
@@ -317,9 +319,11 @@ class FISOR(SafetyCriticAgent):
             *self.reward_v.parameters(),
         ]
         self.optimizers = {
-            "critic": torch.optim.Adam(critic_params, lr=c.critic_learning_rate, foreach=True),
+            "critic": torch.optim.Adam(
+                critic_params, lr=c.critic_learning_rate, **optimizer_options(self.device)
+            ),
             "actor": torch.optim.Adam(
-                self.actor.parameters(), lr=c.actor_learning_rate, foreach=True
+                self.actor.parameters(), lr=c.actor_learning_rate, **optimizer_options(self.device)
             ),
         }
         # The reward scale depends on the training data; it is a buffer so it is saved.
@@ -342,17 +346,29 @@ class FISOR(SafetyCriticAgent):
         if self.num_steps == 0:
             self.reward_normalizer.value.fill_(reward_scale(dataset, self.config.episode_length))
 
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: TransitionBatch) -> Metrics:
         c = self.config
         # 1. Policy first, as the authors order it: the weights use the critics as they stand.
-        actor_losses, weights = [], torch.zeros(())  # weights: the last actor update's, for the log
-        for k in range(c.actor_updates_per_step):
-            # The cosine decay counts actor updates: a function of the step counter (resumable).
-            update = self.num_steps * c.actor_updates_per_step + k
-            actor_loss, weights = self._update_actor(
-                self.sampler.sample(c.actor_batch_size), update
+        # The critics do not change during the actor updates, so the weights of all their
+        # minibatches are computed in one pass over one draw of K x actor_batch_size.
+        k_updates = c.actor_updates_per_step
+        actor_batch = self.sampler.sample(c.actor_batch_size * k_updates)
+        actor_obs = self.obs_scaler(actor_batch.obs)
+        actor_actions = self.action_scaler.normalize(actor_batch.actions)
+        all_weights = self._policy_weights(actor_obs, actor_actions)
+        actor_losses = []
+        for k, (obs_k, actions_k, weights_k) in enumerate(
+            zip(
+                actor_obs.chunk(k_updates),
+                actor_actions.chunk(k_updates),
+                all_weights.chunk(k_updates),
+                strict=True,
             )
-            actor_losses.append(actor_loss)
+        ):
+            # The cosine decay counts actor updates: a function of the step counter (resumable).
+            update = self.num_steps * k_updates + k
+            actor_losses.append(self._update_actor(obs_k, actions_k, weights_k, update))
+        weights = weights_k  # the last actor update's, for the log
 
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
@@ -392,35 +408,39 @@ class FISOR(SafetyCriticAgent):
         soft_update(self.reward_q_target, self.reward_q, c.tau)
 
         return {
-            "feasibility_q_loss": q_h_loss.item(),
-            "feasibility_v_loss": v_h_loss.item(),
-            "reward_q_loss": q_r_loss.item(),
-            "reward_v_loss": v_r_loss.item(),
-            "actor_loss": sum(actor_losses) / len(actor_losses),
-            "feasible_fraction": (v_h <= 0).float().mean().item(),
-            "mean_weight": weights.mean().item(),
+            "feasibility_q_loss": q_h_loss.detach(),
+            "feasibility_v_loss": v_h_loss.detach(),
+            "reward_q_loss": q_r_loss.detach(),
+            "reward_v_loss": v_r_loss.detach(),
+            "actor_loss": torch.stack(actor_losses).mean().detach(),
+            "feasible_fraction": (v_h <= 0).float().mean().detach(),
+            "mean_weight": weights.mean().detach(),
             "actor_learning_rate": self.optimizers["actor"].param_groups[0]["lr"],
         }
 
-    def _update_actor(
-        self, actor_batch: TransitionBatch, update: int
-    ) -> tuple[float, torch.Tensor]:
-        """Actor update number ``update`` (from 0): weighted noise regression, then the EMA."""
+    @torch.no_grad()
+    def _policy_weights(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Eq. 13's weights of standardized ``(obs, actions)``: constants of the regression, no
+        gradient into the critics (the authors': target Q ensembles, online V networks)."""
         c = self.config
-        obs = self.obs_scaler(actor_batch.obs)
-        actions = self.action_scaler.normalize(actor_batch.actions)
-        # The weights are constants of the regression (Eq. 13): no gradient into the critics.
-        with torch.no_grad():
-            if c.actor_weighting == "uniform":
-                weights = torch.ones(len(obs), device=obs.device)
-            else:  # the authors': target Q ensembles, online V networks
-                weights = policy_weights(
-                    self.feasibility_q_target(obs, actions).max(dim=0).values,
-                    self.feasibility_v(obs),
-                    self.reward_q_target(obs, actions).min(dim=0).values,
-                    self.reward_v(obs),
-                    c,
-                )
+        if c.actor_weighting == "uniform":
+            return torch.ones(len(obs), device=obs.device)
+        return policy_weights(
+            self.feasibility_q_target(obs, actions).max(dim=0).values,
+            self.feasibility_v(obs),
+            self.reward_q_target(obs, actions).min(dim=0).values,
+            self.reward_v(obs),
+            c,
+        )
+
+    def _update_actor(
+        self, obs: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor, update: int
+    ) -> torch.Tensor:
+        """Actor update number ``update`` (from 0): weighted noise regression, then the EMA.
+
+        Returns the loss, detached.
+        """
+        c = self.config
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
         # Eq. 14: weighted noise regression is exact energy guidance, no time-dependent classifier.
         loss = weighted_noise_loss(self.actor(noisy, t, obs), noise, weights)
@@ -433,23 +453,19 @@ class FISOR(SafetyCriticAgent):
         loss.backward()
         self.optimizers["actor"].step()
         soft_update(self.actor_ema, self.actor, c.ema_tau)  # per actor update; sampling uses it
-        return loss.item(), weights
+        return loss.detach()
 
     # ------------------------------------------------------------------ execution
-    def _scores(
-        self, obs: torch.Tensor, candidates: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        q_h = candidate_values(self.feasibility_q_target, obs, candidates, "max")
-        q_r = candidate_values(self.reward_q_target, obs, candidates, "min")
-        return q_h, q_r
-
     def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """``max_i Q_h(s, a)``: feasible (never violating) when ``<= 0``."""
         return candidate_values(self.feasibility_q_target, obs, actions, "max")
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         candidates = self._candidates(obs, self.config.n_candidates, deterministic)
-        q_h, q_r = self._scores(obs, candidates)
+        q_h = candidate_values(self.feasibility_q_target, obs, candidates, "max")
+        q_r = None  # "safest" needs no reward scores
+        if self.config.selection != "safest":
+            q_r = candidate_values(self.reward_q_target, obs, candidates, "min")
         actions, _ = select_candidates(candidates, q_h, q_r, 0.0, self.config.selection)
         return actions
 

@@ -50,6 +50,8 @@ from safe_agents.common.critics import (
     td_target,
 )
 from safe_agents.common.data import TransitionBatch, done_mask
+from safe_agents.common.device import optimizer_options
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import NoisePredictionNet
 from safe_agents.common.safety_critic_agent import SafetyCriticAgent
 
@@ -162,14 +164,24 @@ class SPI(SafetyCriticAgent):
         self.reward_q_target = make_target(self.reward_q)
         self.safety_q_target = make_target(self.safety_q)
         self.actor = NoisePredictionNet(
-            self.obs_dim, self.act_dim, c.actor_width, c.actor_blocks, dropout=0.0, expansion=1
+            self.obs_dim,
+            self.act_dim,
+            c.actor_width,
+            c.actor_blocks,
+            dropout=0.0,
+            expansion=1,
+            num_timesteps=c.diffusion_steps,
         )
         self.actor_ema = make_target(self.actor)
         self.scheduler = c.make_scheduler()
         critic_params = [*self.reward_q.parameters(), *self.safety_q.parameters()]
         self.optimizers = {
-            "critic": torch.optim.Adam(critic_params, lr=c.learning_rate, foreach=True),
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.learning_rate, foreach=True),
+            "critic": torch.optim.Adam(
+                critic_params, lr=c.learning_rate, **optimizer_options(self.device)
+            ),
+            "actor": torch.optim.Adam(
+                self.actor.parameters(), lr=c.learning_rate, **optimizer_options(self.device)
+            ),
         }
 
     def _saved_modules(self) -> dict[str, nn.Module]:
@@ -182,7 +194,7 @@ class SPI(SafetyCriticAgent):
             "actor_ema": self.actor_ema,
         }
 
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: TransitionBatch) -> Metrics:
         c = self.config
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
@@ -223,18 +235,19 @@ class SPI(SafetyCriticAgent):
         else:
             actor_loss = c.eta * diffusion_loss  # no guidance: skip the costly chain sampling
         self.optimizers["actor"].zero_grad()
-        # This also fills the critics' .grad; the critic optimizer zeroes it before its next use.
-        actor_loss.backward()
+        # Gradients for the actor only: the critics score the sampled actions but are constants
+        # of this loss (and the engine skips their weight gradients).
+        actor_loss.backward(inputs=self.optimizers["actor"].param_groups[0]["params"])
         self.optimizers["actor"].step()
         # Targets and EMA after both updates, Diffusion-QL's order.
         soft_update(self.reward_q_target, self.reward_q, c.tau)
         soft_update(self.safety_q_target, self.safety_q, c.tau)
         soft_update(self.actor_ema, self.actor, c.ema_tau)
         return {
-            "reward_q_loss": reward_q_loss.item(),
-            "safety_q_loss": safety_q_loss.item(),
-            "diffusion_loss": diffusion_loss.item(),
-            "actor_loss": actor_loss.item(),
+            "reward_q_loss": reward_q_loss.detach(),
+            "safety_q_loss": safety_q_loss.detach(),
+            "diffusion_loss": diffusion_loss.detach(),
+            "actor_loss": actor_loss.detach(),
         }
 
     # ------------------------------------------------------------------ execution

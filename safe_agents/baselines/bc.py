@@ -30,7 +30,9 @@ from safe_agents.common.base import BaseAgent
 from safe_agents.common.config import AgentConfig, check_choice, check_positive
 from safe_agents.common.data import TransitionBatch, resolve_cost_limit
 from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import optimizer_options
 from safe_agents.common.imitation import gaussian_bc_loss, mse_bc_loss
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import DeterministicActor, GaussianActor
 
 
@@ -92,11 +94,13 @@ class BCAll(BaseAgent):
             self.actor = DeterministicActor(self.obs_dim, self.act_dim, self.config.hidden_sizes)
         self.optimizers = {
             "actor": torch.optim.Adam(
-                self.actor.parameters(), lr=self.config.learning_rate, foreach=True
+                self.actor.parameters(),
+                lr=self.config.learning_rate,
+                **optimizer_options(self.device),
             )
         }
 
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: TransitionBatch) -> Metrics:
         obs = self.obs_scaler(batch.obs)
         actions = self.action_scaler.normalize(batch.actions)  # the tanh actor's [-1, 1] range
         if isinstance(self.actor, GaussianActor):
@@ -107,7 +111,7 @@ class BCAll(BaseAgent):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        return {"actor_loss": loss.item()}
+        return {"actor_loss": loss.detach()}
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         if isinstance(self.actor, DeterministicActor) or deterministic:

@@ -55,7 +55,9 @@ from safe_agents.common.critics import (
 )
 from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
 from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import optimizer_options
 from safe_agents.common.lagrangian import PIDLagrangian
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import ConditionalVAE, ScalarBuffer, mlp, vae_loss
 
 
@@ -169,12 +171,22 @@ class BCQLag(BaseAgent):
         self.lagrangian = PIDLagrangian(*c.pid_gains)
         self.q_cost_limit = ScalarBuffer(0.0)  # set from the data by _setup_training, then saved
         self.optimizers = {
-            "vae": torch.optim.Adam(self.vae.parameters(), lr=c.vae_learning_rate),
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_learning_rate),
-            "reward_critic": torch.optim.Adam(
-                self.reward_q.parameters(), lr=c.critic_learning_rate
+            "vae": torch.optim.Adam(
+                self.vae.parameters(), lr=c.vae_learning_rate, **optimizer_options(self.device)
             ),
-            "cost_critic": torch.optim.Adam(self.cost_q.parameters(), lr=c.critic_learning_rate),
+            "actor": torch.optim.Adam(
+                self.actor.parameters(), lr=c.actor_learning_rate, **optimizer_options(self.device)
+            ),
+            "reward_critic": torch.optim.Adam(
+                self.reward_q.parameters(),
+                lr=c.critic_learning_rate,
+                **optimizer_options(self.device),
+            ),
+            "cost_critic": torch.optim.Adam(
+                self.cost_q.parameters(),
+                lr=c.critic_learning_rate,
+                **optimizer_options(self.device),
+            ),
         }
 
     def _saved_modules(self) -> dict[str, nn.Module]:
@@ -198,7 +210,7 @@ class BCQLag(BaseAgent):
             q_cost_limit(dataset, c.cost_limit, c.gamma, c.episode_length)
         )
 
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: TransitionBatch) -> Metrics:
         c = self.config
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
@@ -260,12 +272,12 @@ class BCQLag(BaseAgent):
         soft_update(self.cost_q_target, self.cost_q, c.tau)
         soft_update(self.actor_target, self.actor, c.tau)
         return {
-            "vae_loss": loss_vae.item(),
-            "vae_kl": kl.item(),
-            "reward_critic_loss": reward_loss.item(),
-            "cost_critic_loss": cost_loss.item(),
-            "actor_loss": actor_loss.item(),
-            "policy_cost_q": cost_q.mean().item(),
+            "vae_loss": loss_vae.detach(),
+            "vae_kl": kl.detach(),
+            "reward_critic_loss": reward_loss.detach(),
+            "cost_critic_loss": cost_loss.detach(),
+            "actor_loss": actor_loss.detach(),
+            "policy_cost_q": cost_q.mean().detach(),
             "q_cost_limit": q_limit,
             "lagrange_multiplier": multiplier,
         }

@@ -101,6 +101,8 @@ from safe_agents.common.config import (
 )
 from safe_agents.common.data import DEFAULT_COST_LIMIT, resolve_cost_limit
 from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import optimizer_options
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import ScalarBuffer, init_transformer_weights
 from safe_agents.common.sequence import (
     EpisodeWindows,
@@ -655,6 +657,7 @@ class CDT(BaseAgent):
                 lr=config.learning_rate,
                 weight_decay=config.weight_decay,
                 betas=config.betas,
+                **optimizer_options(self.device),
             )
         }
         self.target_entropy = (
@@ -664,7 +667,9 @@ class CDT(BaseAgent):
         if config.stochastic:
             self.log_temperature = LogTemperature(config.init_temperature)
             self.optimizers["temperature"] = torch.optim.Adam(
-                self.log_temperature.parameters(), lr=config.temperature_learning_rate
+                self.log_temperature.parameters(),
+                lr=config.temperature_learning_rate,
+                **optimizer_options(self.device),
             )
 
     def _saved_modules(self) -> dict[str, nn.Module]:
@@ -785,7 +790,7 @@ class CDT(BaseAgent):
             costs = COST_TRANSFORM_OFFSET - costs
         return returns * self.config.reward_scale, costs
 
-    def _train_step(self, batch: SequenceBatch) -> dict[str, float]:
+    def _train_step(self, batch: SequenceBatch) -> Metrics:
         config = self.config
         # Scaling moves the padding's zeros; the mask puts them back. (B, K, obs_dim)
         obs = self.obs_scaler(batch.obs) * batch.mask.unsqueeze(-1)
@@ -794,14 +799,16 @@ class CDT(BaseAgent):
         returns, costs = self._conditioning(batch.returns_to_go, batch.costs_to_go)
         # mask == 0 marks padding: attention never reads it, and every loss skips it.
         output = self.model(obs, actions, returns, costs, batch.timesteps, batch.mask == 0)
-        metrics: dict[str, float] = {}
+        metrics: Metrics = {}
         if self.log_temperature is not None:
             assert output.action_log_std is not None
             temperature = self.log_temperature.value.exp()
             action_loss, nll, entropy = gaussian_action_loss(
                 output.action_mean, output.action_log_std, actions, batch.mask, temperature
             )
-            metrics.update(nll=nll.item(), entropy=entropy.item(), temperature=temperature.item())
+            metrics.update(
+                nll=nll.detach(), entropy=entropy.detach(), temperature=temperature.detach()
+            )
         else:
             entropy = None
             action_loss = mse_action_loss(output.action_mean, actions, batch.mask)
@@ -831,13 +838,13 @@ class CDT(BaseAgent):
             self.optimizers["temperature"].zero_grad()
             alpha_loss.backward()
             self.optimizers["temperature"].step()
-            metrics["temperature_loss"] = alpha_loss.item()
+            metrics["temperature_loss"] = alpha_loss.detach()
         metrics.update(
-            loss=loss.item(),
-            action_loss=action_loss.item(),
-            cost_loss=cost_loss.item(),
-            cost_accuracy=cost_accuracy.item(),
-            state_loss=state_loss.item(),
+            loss=loss.detach(),
+            action_loss=action_loss.detach(),
+            cost_loss=cost_loss.detach(),
+            cost_accuracy=cost_accuracy.detach(),
+            state_loss=state_loss.detach(),
             learning_rate=learning_rate,
         )
         return metrics

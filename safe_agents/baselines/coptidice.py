@@ -78,7 +78,9 @@ from safe_agents.common.config import (
 from safe_agents.common.critics import ValueNet
 from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
 from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import optimizer_options
 from safe_agents.common.imitation import weighted_bc_loss
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import GaussianActor, ScalarBuffer
 
 F_DIVERGENCES = ("softchi", "chi2", "kl")
@@ -315,15 +317,17 @@ class COptiDICE(BaseAgent):
         self.action_noise_std = torch.zeros(self.act_dim)
         self.optimizers = {
             "actor": torch.optim.Adam(
-                self.actor.parameters(), lr=c.actor_learning_rate, foreach=True
+                self.actor.parameters(), lr=c.actor_learning_rate, **optimizer_options(self.device)
             ),
             "critic": torch.optim.Adam(
                 [*self.nu.parameters(), *self.chi.parameters()],
                 lr=c.critic_learning_rate,
-                foreach=True,
+                **optimizer_options(self.device),
             ),
             # Adam is elementwise, so one optimizer over both scalars equals OSRL's two.
-            "duals": torch.optim.Adam(self.duals.parameters(), lr=c.scalar_learning_rate),
+            "duals": torch.optim.Adam(
+                self.duals.parameters(), lr=c.scalar_learning_rate, **optimizer_options(self.device)
+            ),
         }
 
     def _saved_modules(self) -> dict[str, nn.Module]:
@@ -382,7 +386,7 @@ class COptiDICE(BaseAgent):
             weights = self._weights(batch, obs, next_obs)[2]
         return weights, normalize_weights(weights)
 
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: TransitionBatch) -> Metrics:
         c = self.config
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
@@ -438,16 +442,16 @@ class COptiDICE(BaseAgent):
         with torch.no_grad():
             divergence = f_divergence(weights, c.f_divergence).mean()
         return {
-            "nu_loss": loss_nu.item(),
-            "chi_loss": bound.chi_loss.item(),
-            "td_error": advantage.detach().pow(2).mean().item(),
-            "f_divergence": divergence.item(),
-            "kl_divergence": bound.kl.item(),
-            "cost_upper_bound": bound.cost_ub.item(),
+            "nu_loss": loss_nu.detach(),
+            "chi_loss": bound.chi_loss.detach(),
+            "td_error": advantage.detach().pow(2).mean().detach(),
+            "f_divergence": divergence.detach(),
+            "kl_divergence": bound.kl.detach(),
+            "cost_upper_bound": bound.cost_ub.detach(),
             "cost_threshold": threshold,
-            "lambda": lmbda.item(),
-            "tau": tau.item(),
-            "actor_loss": actor_loss.item(),
-            "weight_mean": weights.detach().mean().item(),
-            "weight_max": weights.detach().max().item(),
+            "lambda": lmbda.detach(),
+            "tau": tau.detach(),
+            "actor_loss": actor_loss.detach(),
+            "weight_mean": weights.detach().mean().detach(),
+            "weight_max": weights.detach().max().detach(),
         }

@@ -57,6 +57,8 @@ from safe_agents.common.critics import (
 )
 from safe_agents.common.data import TransitionBatch, done_mask, q_cost_limit
 from safe_agents.common.dataset import OfflineDataset
+from safe_agents.common.device import optimizer_options
+from safe_agents.common.logger import Metrics
 from safe_agents.common.networks import ConditionalVAE, GaussianActor, ScalarBuffer, vae_loss
 
 
@@ -164,12 +166,22 @@ class CPQ(BaseAgent):
         self.alpha = ScalarBuffer(0.0)
         self.q_cost_limit = ScalarBuffer(0.0)
         self.optimizers = {
-            "vae": torch.optim.Adam(self.vae.parameters(), lr=c.vae_learning_rate),
-            "actor": torch.optim.Adam(self.actor.parameters(), lr=c.actor_learning_rate),
-            "reward_critic": torch.optim.Adam(
-                self.reward_q.parameters(), lr=c.critic_learning_rate
+            "vae": torch.optim.Adam(
+                self.vae.parameters(), lr=c.vae_learning_rate, **optimizer_options(self.device)
             ),
-            "cost_critic": torch.optim.Adam(self.cost_q.parameters(), lr=c.critic_learning_rate),
+            "actor": torch.optim.Adam(
+                self.actor.parameters(), lr=c.actor_learning_rate, **optimizer_options(self.device)
+            ),
+            "reward_critic": torch.optim.Adam(
+                self.reward_q.parameters(),
+                lr=c.critic_learning_rate,
+                **optimizer_options(self.device),
+            ),
+            "cost_critic": torch.optim.Adam(
+                self.cost_q.parameters(),
+                lr=c.critic_learning_rate,
+                **optimizer_options(self.device),
+            ),
         }
 
     def _saved_modules(self) -> dict[str, nn.Module]:
@@ -196,7 +208,7 @@ class CPQ(BaseAgent):
         """Reparameterized actions ``m + sigma z``, clamped to ``[-1, 1]``."""
         return self.actor.sample(obs, generator).clamp(-1.0, 1.0)
 
-    def _train_step(self, batch: TransitionBatch) -> dict[str, float]:
+    def _train_step(self, batch: TransitionBatch) -> Metrics:
         c = self.config
         obs = self.obs_scaler(batch.obs)
         next_obs = self.obs_scaler(batch.next_obs)
@@ -260,14 +272,14 @@ class CPQ(BaseAgent):
         soft_update(self.reward_q_target, self.reward_q, c.tau)
         soft_update(self.cost_q_target, self.cost_q, c.tau)
         return {
-            "vae_loss": loss_vae.item(),
-            "reward_critic_loss": reward_loss.item(),
-            "cost_td_loss": cost_td.item(),
-            "ood_cost_q": ood_cost_q.item(),
+            "vae_loss": loss_vae.detach(),
+            "reward_critic_loss": reward_loss.detach(),
+            "cost_td_loss": cost_td.detach(),
+            "ood_cost_q": ood_cost_q.detach(),
             "alpha": alpha,
-            "actor_loss": actor_loss.item(),
-            "policy_cost_q": policy_cost_q.mean().item(),
-            "safe_fraction": safe.mean().item(),
+            "actor_loss": actor_loss.detach(),
+            "policy_cost_q": policy_cost_q.mean().detach(),
+            "safe_fraction": safe.mean().detach(),
             "q_cost_limit": q_limit,
         }
 

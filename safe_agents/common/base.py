@@ -3,7 +3,7 @@
 Subclasses declare ``name`` and ``config_class`` and implement four hooks:
 
 - ``_build()``: networks and optimizers (``self.optimizers``), from ``self.config``;
-- ``_train_step(batch) -> dict[str, float]``: one gradient step (the only place that touches
+- ``_train_step(batch) -> Metrics``: one gradient step (the only place that touches
   optimizers); the dict's keys are logged under ``train/``;
 - ``_act(obs, deterministic) -> actions``: actions in ``[-1, 1]`` for standardized observations;
 - ``_saved_modules() -> dict[str, nn.Module]``: everything whose weights define the agent.
@@ -48,7 +48,7 @@ from safe_agents.common.data import (
 )
 from safe_agents.common.dataset import MAX_ABS_VALUE, OfflineDataset
 from safe_agents.common.device import default_threads, get_device, torch_threads
-from safe_agents.common.logger import Logger, wandb_run_active
+from safe_agents.common.logger import Logger, Metrics, wandb_run_active
 from safe_agents.common.networks import ActionScaler, ObservationScaler
 from safe_agents.common.seeding import make_generator, new_seed, set_random_seed
 
@@ -141,7 +141,7 @@ class BaseAgent:
     def _build(self) -> None:
         raise NotImplementedError
 
-    def _train_step(self, batch: Any) -> dict[str, float]:
+    def _train_step(self, batch: Any) -> Metrics:
         raise NotImplementedError
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
@@ -349,7 +349,8 @@ class BaseAgent:
             ValueError: wrong shape or non-finite values, naming them.
         """
         obs, single = self._check_observation(observation)
-        with torch_threads(self.torch_threads), torch.no_grad():
+        # inference_mode: no autograd bookkeeping at all (cheaper than no_grad per operation).
+        with torch_threads(self.torch_threads), torch.inference_mode():
             tensor = torch.as_tensor(obs, device=self.device)
             scaled, state = self._act_in_context(
                 self.obs_scaler(tensor), state, episode_start, deterministic
@@ -403,7 +404,9 @@ class BaseAgent:
 
         Called on ``BaseAgent`` it rebuilds whichever algorithm the file holds. The file's
         generator states are restored, torch's global generator included (dropout draws from
-        it), so ``load(checkpoint).learn_offline(...)`` continues exactly as the saved run would.
+        it), so ``load(checkpoint).learn_offline(...)`` continues exactly as the saved run would
+        on the same kind of device. A file saved on a GPU loads on a CPU and the other way round;
+        its agent's own generators then restart from the seed.
 
         Args:
             path: the saved zip.
@@ -487,13 +490,35 @@ class BaseAgent:
         training = contents.training
         self.num_steps = _saved_steps(training.get("num_steps"), path)
         try:
-            self.train_generator.set_state(training["train_generator"])
-            self.act_generator.set_state(training["act_generator"])
+            for generator, key in (
+                (self.train_generator, "train_generator"),
+                (self.act_generator, "act_generator"),
+            ):
+                state = training[key]
+                # A CUDA generator's state is not a CPU one's: a file from the other kind of
+                # device keeps this agent's generators as seeded (exact resumption needs the
+                # same kind of device anyway: its kernels round differently).
+                if (
+                    isinstance(state, torch.Tensor)
+                    and state.dtype == torch.uint8
+                    and state.numel() != generator.get_state().numel()
+                    and state.numel() in _GENERATOR_STATE_SIZES
+                ):
+                    continue
+                generator.set_state(state)
             torch.set_rng_state(training["torch_rng_state"])
             if set(training["optimizers"]) != set(self.optimizers):
                 raise KeyError(f"optimizers {sorted(training['optimizers'])}")
             for name, optimizer in self.optimizers.items():
+                # The file's settings replace the optimizer's, which implementation included:
+                # keep this machine's (a fused kernel, or the file's device may lack one).
+                implementation = [
+                    {key: group[key] for key in _IMPLEMENTATION_FLAGS if key in group}
+                    for group in optimizer.param_groups
+                ]
                 optimizer.load_state_dict(training["optimizers"][name])
+                for group, flags in zip(optimizer.param_groups, implementation, strict=True):
+                    group.update(flags)
                 _check_optimizer_state(name, optimizer)
         except (KeyError, ValueError, RuntimeError, TypeError, IndexError) as error:
             raise serialization.AgentLoadError(
@@ -529,6 +554,14 @@ class BaseAgent:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(seed={self.seed}, steps={self.num_steps}, {self.config})"
+
+
+# The sizes of a torch.Generator's state on a CPU (Mersenne Twister) and on CUDA (Philox seed
+# and offset).
+_GENERATOR_STATE_SIZES = (torch.Generator().get_state().numel(), 16)
+
+# Optimizer settings that choose an implementation, not the mathematics of the update.
+_IMPLEMENTATION_FLAGS = ("foreach", "fused", "capturable", "differentiable")
 
 
 def _agents_with(flag: str, value: bool = True) -> list[str]:

@@ -7,6 +7,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safe_agents.common.logger import Metrics
+
 if TYPE_CHECKING:
     from safe_agents.common.base import BaseAgent
 
@@ -24,7 +26,7 @@ class BaseCallback:
         self._agent: BaseAgent | None = None
         self.n_calls = 0
         self.num_steps = 0
-        self.metrics: dict[str, float] = {}
+        self.metrics: Metrics = {}
 
     @property
     def agent(self) -> BaseAgent:
@@ -38,7 +40,7 @@ class BaseCallback:
     def on_training_start(self, n_steps: int) -> None:
         self._on_training_start(n_steps)
 
-    def on_step(self, num_steps: int, metrics: dict[str, float]) -> bool:
+    def on_step(self, num_steps: int, metrics: Metrics) -> bool:
         self.n_calls += 1
         self.num_steps = num_steps
         self.metrics = metrics
@@ -73,7 +75,7 @@ class CallbackList(BaseCallback):
         for callback in self.callbacks:
             callback.on_training_start(n_steps)
 
-    def on_step(self, num_steps: int, metrics: dict[str, float]) -> bool:
+    def on_step(self, num_steps: int, metrics: Metrics) -> bool:
         # Every callback sees every step, even after one asked to stop.
         results = [callback.on_step(num_steps, metrics) for callback in self.callbacks]
         return all(results)

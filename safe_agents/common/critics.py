@@ -6,6 +6,7 @@ Pure functions (losses, targets) take tensors and return tensors; modules hold p
 from __future__ import annotations
 
 import copy
+import weakref
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -14,9 +15,20 @@ from torch import nn
 
 from safe_agents.common.networks import mlp
 
+_TensorLists = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
+
 
 class QEnsemble(nn.Module):
-    """``n`` independent Q networks ``Q_i(s, a)``; ``forward`` returns ``(n, B)``."""
+    """``n`` independent Q networks ``Q_i(s, a)`` (ReLU MLPs); ``forward`` returns ``(n, B)``.
+
+    The members are evaluated as one batched network: their first layers as one matrix product
+    (the input is shared), every later layer as one ``baddbmm`` over the members, so an
+    ensemble costs a single network's operations whatever ``n`` (on a CPU, small critics spend
+    more time dispatching operations than computing them). Each member is initialised exactly
+    as a separate ``mlp`` would be. Layer ``k``'s weights are ``weight_k`` ``(n, out, in)`` and
+    ``bias_k`` ``(n, out)``; files saved with the former per-member layout
+    (``members.<i>.<j>.weight``) are converted on load.
+    """
 
     def __init__(
         self,
@@ -24,18 +36,59 @@ class QEnsemble(nn.Module):
         act_dim: int,
         n: int = 2,
         hidden_sizes: Sequence[int] = (256, 256),
-        layer_norm: bool = False,
     ) -> None:
         super().__init__()
         if n < 1:
             raise ValueError(f"an ensemble needs n >= 1 members, got {n}")
-        self.members = nn.ModuleList(
-            mlp(obs_dim + act_dim, 1, hidden_sizes, layer_norm=layer_norm) for _ in range(n)
-        )
+        self.n = n
+        # Built as n separate MLPs and stacked: the same initial values, drawn in the same order.
+        members = [mlp(obs_dim + act_dim, 1, hidden_sizes) for _ in range(n)]
+        linears = [[m for m in member if isinstance(m, nn.Linear)] for member in members]
+        self.n_layers = len(linears[0])
+        for k in range(self.n_layers):
+            weight = torch.stack([layers[k].weight.detach() for layers in linears])
+            bias = torch.stack([layers[k].bias.detach() for layers in linears])
+            self.register_parameter(f"weight_{k}", nn.Parameter(weight))  # (n, out, in)
+            self.register_parameter(f"bias_{k}", nn.Parameter(bias))  # (n, out)
+        self._register_load_state_dict_pre_hook(self._convert_member_layout)
+
+    def layer(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Layer ``k``'s ``(n, out, in)`` weights and ``(n, out)`` biases."""
+        weight: torch.Tensor = getattr(self, f"weight_{k}")
+        bias: torch.Tensor = getattr(self, f"bias_{k}")
+        return weight, bias
 
     def forward(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        inputs = torch.cat([obs, actions], dim=-1)
-        return torch.stack([member(inputs).squeeze(-1) for member in self.members])  # (n, B)
+        inputs = torch.cat([obs, actions], dim=-1)  # (B, in)
+        weight, bias = self.layer(0)
+        n, width = weight.shape[:2]
+        # One product for every member's first layer: (B, in) @ (in, n * out).
+        first = torch.addmm(bias.reshape(-1), inputs, weight.reshape(n * width, -1).t())
+        x = first.reshape(len(inputs), n, width).transpose(0, 1)  # (n, B, out)
+        for k in range(1, self.n_layers):
+            weight, bias = self.layer(k)
+            # (n, B, in) @ (n, in, out) + (n, 1, out)
+            x = torch.baddbmm(bias.unsqueeze(1), torch.relu(x), weight.transpose(1, 2))
+        return x.squeeze(-1)  # (n, B)
+
+    def _convert_member_layout(
+        self, state_dict: dict[str, torch.Tensor], prefix: str, *args: object
+    ) -> None:
+        """Stack the weights of a file saved with one ``nn.Sequential`` per member."""
+        old = sorted(key for key in state_dict if key.startswith(f"{prefix}members."))
+        if not old:
+            return
+        # members.<i>.<index in the Sequential>.<weight|bias>, linear layers in index order.
+        indices = sorted({int(key.split(".")[-2]) for key in old})
+        for k, index in enumerate(indices):
+            for kind in ("weight", "bias"):
+                tensors = [
+                    state_dict.pop(f"{prefix}members.{i}.{index}.{kind}")
+                    for i in range(self.n)
+                    if f"{prefix}members.{i}.{index}.{kind}" in state_dict
+                ]
+                if tensors:
+                    state_dict[f"{prefix}{kind}_{k}"] = torch.stack(tensors)
 
 
 class ValueNet(nn.Module):
@@ -105,17 +158,33 @@ def make_target(network: ModuleT) -> ModuleT:
     return target
 
 
+# target -> (source, target's and source's parameters, target's and source's buffers): walking a
+# module tree costs more than averaging a small network, and soft updates run at every step.
+# The lists stay valid: .to(), load_state_dict and optimizers change tensors in place.
+_AVERAGED: weakref.WeakKeyDictionary[nn.Module, tuple[nn.Module, _TensorLists]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 @torch.no_grad()
 def soft_update(target: nn.Module, source: nn.Module, tau: float) -> None:
     """Polyak averaging: ``target <- (1 - tau) target + tau source`` (parameters and buffers)."""
-    target_params: list[torch.Tensor] = list(target.parameters())
-    source_params: list[torch.Tensor] = list(source.parameters())
-    if len(target_params) != len(source_params):
-        raise ValueError("target and source networks differ in structure")
+    cached = _AVERAGED.get(target)
+    if cached is None or cached[0] is not source:
+        lists: _TensorLists = (
+            [*target.parameters()],
+            [*source.parameters()],
+            [*target.buffers()],
+            [*source.buffers()],
+        )
+        if len(lists[0]) != len(lists[1]) or len(lists[2]) != len(lists[3]):
+            raise ValueError("target and source networks differ in structure")
+        cached = (source, lists)
+        _AVERAGED[target] = cached
+    target_params, source_params, target_buffers, source_buffers = cached[1]
     torch._foreach_lerp_(target_params, source_params, tau)  # one fused call, not one per tensor
-    # Buffers are statistics, not weights: copied, not averaged.
-    for target_buffer, buffer in zip(target.buffers(), source.buffers(), strict=True):
-        target_buffer.copy_(buffer)
+    if target_buffers:  # buffers are statistics, not weights: copied, not averaged
+        torch._foreach_copy_(target_buffers, source_buffers)
 
 
 def candidate_values(

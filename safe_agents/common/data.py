@@ -15,7 +15,6 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
-from numpy.typing import NDArray
 
 from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.hdf5 import read_hdf5
@@ -194,8 +193,16 @@ def done_mask(batch: TransitionBatch, through_timeouts: bool) -> torch.Tensor:
     return torch.maximum(batch.terminals, batch.timeouts)
 
 
+# The fields of a TransitionBatch that hold one number per transition.
+_SCALAR_FIELDS = (2, 3, 5, 6)
+
+
 class TransitionSampler:
     """Uniform minibatches from a dataset, drawn with the agent's torch generator.
+
+    The arrays are columns of one ``(N, width)`` table, so a minibatch is one gather (not one
+    per field); the batch's fields are column views of the gathered rows, and the sampler's
+    ``obs``, ``actions``, ... are column views of the table.
 
     Args:
         dataset: the data; datasets without costs give zero costs.
@@ -206,33 +213,48 @@ class TransitionSampler:
     def __init__(
         self, dataset: OfflineDataset, device: torch.device, generator: torch.Generator
     ) -> None:
-        def tensor(values: NDArray[np.float32]) -> torch.Tensor:
-            return torch.as_tensor(np.asarray(values, dtype=np.float32), device=device)
-
         costs = dataset.costs if dataset.costs is not None else np.zeros_like(dataset.rewards)
-        self.obs = tensor(dataset.observations)
-        self.actions = tensor(dataset.actions)
-        self.rewards = tensor(dataset.rewards)
-        self.costs = tensor(costs)
-        self.next_obs = tensor(dataset.next_observations)
-        self.terminals = tensor(dataset.terminals)
-        self.timeouts = tensor(dataset.timeouts)
         # SARSA-style targets need a' from the next row; at episode ends the bootstrap is cut.
-        self.next_actions = torch.cat([self.actions[1:], self.actions[-1:]])
+        next_actions = np.concatenate([dataset.actions[1:], dataset.actions[-1:]])
+        columns = [
+            dataset.observations,
+            dataset.actions,
+            dataset.rewards,
+            costs,
+            dataset.next_observations,
+            dataset.terminals,
+            dataset.timeouts,
+            next_actions,
+        ]
+        columns = [np.asarray(c, dtype=np.float32).reshape(len(c), -1) for c in columns]
+        self.widths = [c.shape[1] for c in columns]
+        self.table = torch.as_tensor(np.concatenate(columns, axis=1), device=device)
+        fields = self._split(self.table)
+        (
+            self.obs,
+            self.actions,
+            self.rewards,
+            self.costs,
+            self.next_obs,
+            self.terminals,
+            self.timeouts,
+            self.next_actions,
+        ) = fields
         self.generator = generator
-        self.size = len(self.obs)
+        self.size = len(self.table)
+
+    def _split(self, rows: torch.Tensor) -> TransitionBatch:
+        """The fields of ``rows`` of the table, as column views (scalars as ``(B,)``)."""
+        parts = torch.split(rows, self.widths, dim=1)
+        return TransitionBatch(
+            *(
+                part.squeeze(1) if part.shape[1] == 1 and k in _SCALAR_FIELDS else part
+                for k, part in enumerate(parts)
+            )
+        )
 
     def sample(self, batch_size: int) -> TransitionBatch:
         index = torch.randint(
             self.size, (batch_size,), generator=self.generator, device=self.generator.device
-        ).to(self.obs.device)
-        return TransitionBatch(
-            obs=self.obs[index],
-            actions=self.actions[index],
-            rewards=self.rewards[index],
-            costs=self.costs[index],
-            next_obs=self.next_obs[index],
-            terminals=self.terminals[index],
-            timeouts=self.timeouts[index],
-            next_actions=self.next_actions[index],
-        )
+        ).to(self.table.device)
+        return self._split(self.table[index])

@@ -8,7 +8,9 @@ slower (measured in ``benchmarks/results/threads.json``).
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -40,3 +42,26 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+@functools.cache
+def _fused_adam_supported(device_type: str) -> bool:
+    probe = torch.zeros(1, device=device_type, requires_grad=True)
+    try:  # CUDA always; the CPU since torch 2.4
+        torch.optim.Adam([probe], fused=True)
+    except RuntimeError:
+        return False
+    return True
+
+
+def optimizer_options(device: torch.device) -> dict[str, Any]:
+    """Keyword arguments that give ``torch.optim.Adam`` / ``AdamW`` their fastest update on
+    ``device``: the fused kernel where torch has one (a third of the multi-tensor update's time
+    for the agents' small networks on a CPU), else the multi-tensor (``foreach``) one.
+
+    The agents build their optimizers before moving the networks to ``device``, so the fused
+    kernel is chosen only where the CPU has one too.
+    """
+    if _fused_adam_supported("cpu") and _fused_adam_supported(device.type):
+        return {"fused": True}
+    return {"foreach": True}

@@ -116,6 +116,11 @@ class NoiseScheduler:
             )
         steps = torch.linspace(0, self.num_train_timesteps - 1, num_inference_steps)
         self.timesteps = steps.round().long().flip(0)
+        visited = self.timesteps.tolist()
+        # Each visited timestep's successor and abar, as Python numbers: a reverse step then
+        # reads no tensor (sampling is called at every action of an episode).
+        self._previous: dict[int, int] = dict(zip(visited, [*visited[1:], -1], strict=True))
+        self._abar = [float(value) for value in self.alphas_cumprod.tolist()]
         return self.timesteps
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -125,10 +130,14 @@ class NoiseScheduler:
         return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
 
     def previous_timestep(self, t: int) -> int:
-        """The timestep visited after ``t`` (-1 after the last)."""
-        visited = self.timesteps.tolist()
-        index = visited.index(t)
-        return visited[index + 1] if index + 1 < len(visited) else -1
+        """The timestep visited after ``t`` (-1 after the last).
+
+        Raises:
+            ValueError: ``t`` is not a visited timestep.
+        """
+        if t not in self._previous:
+            raise ValueError(f"{t} is not a visited timestep ({self.timesteps.tolist()})")
+        return self._previous[t]
 
     def step(
         self,
@@ -143,35 +152,47 @@ class NoiseScheduler:
         ``noise`` replaces the Gaussian draw of a stochastic step (common random numbers).
         """
         prev = self.previous_timestep(t)
-        abar_t = self.alphas_cumprod[t].item()
-        abar_prev = self.alphas_cumprod[prev].item() if prev >= 0 else 1.0
-        # The clean sample the predicted noise implies (add_noise solved for x0).
-        x0 = (sample - math.sqrt(1.0 - abar_t) * model_output) / math.sqrt(abar_t)
-        if self.sampler == "ddim":
-            sigma = self.eta * math.sqrt(
-                (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)
-            )
-            direction = math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0)) * model_output
-            mean = math.sqrt(abar_prev) * x0 + direction
-        else:
-            alpha_step = abar_t / abar_prev  # one train step, or the product over skipped ones
-            beta_step = 1.0 - alpha_step
-            # The mean of the posterior q(x_prev | x_t, x0) (Ho et al. 2020).
-            mean = (
-                math.sqrt(abar_prev) * beta_step / (1.0 - abar_t) * x0
-                + math.sqrt(alpha_step) * (1.0 - abar_prev) / (1.0 - abar_t) * sample
-            )
-            if self.variance_type == "fixed_large":
-                sigma = math.sqrt(beta_step)
-            else:
-                sigma = math.sqrt(beta_step * (1.0 - abar_prev) / (1.0 - abar_t))
+        sample_coefficient, noise_coefficient, sigma = self._step_coefficients(t, prev)
+        # The step's mean is linear in x_t and the predicted noise: two operations, not five.
+        mean = torch.add(sample_coefficient * sample, model_output, alpha=-noise_coefficient)
         if prev < 0 or sigma == 0.0:  # the last step, or a deterministic one: no noise added
             return mean
         if noise is None:
             noise = torch.randn(
                 sample.shape, generator=generator, device=sample.device, dtype=sample.dtype
             )
-        return mean + sigma * noise
+        return torch.add(mean, noise, alpha=sigma)
+
+    def _step_coefficients(self, t: int, prev: int) -> tuple[float, float, float]:
+        """``(a, b, sigma)`` of the reverse step ``t -> prev``: mean ``a x_t - b eps``, noise
+        ``sigma``.
+
+        The predicted clean sample is ``x0 = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``
+        (add_noise solved for x0). DDPM's mean is the posterior's, ``q(x_prev | x_t, x0)`` (Ho et
+        al. 2020), with the step's ``alpha = abar_t / abar_prev`` (a product over skipped
+        steps); DDIM's is ``sqrt(abar_prev) x0 + sqrt(1 - abar_prev - sigma^2) eps``. Both are
+        expanded in ``x_t`` and ``eps``.
+        """
+        abar_t = self._abar[t]
+        abar_prev = self._abar[prev] if prev >= 0 else 1.0
+        x0_from_sample = 1.0 / math.sqrt(abar_t)
+        x0_from_noise = math.sqrt(1.0 - abar_t) / math.sqrt(abar_t)
+        if self.sampler == "ddim":
+            sigma = self.eta * math.sqrt(
+                (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)
+            )
+            direction = math.sqrt(max(1.0 - abar_prev - sigma**2, 0.0))
+            scale = math.sqrt(abar_prev)
+            return scale * x0_from_sample, scale * x0_from_noise - direction, sigma
+        alpha_step = abar_t / abar_prev
+        beta_step = 1.0 - alpha_step
+        x0_weight = math.sqrt(abar_prev) * beta_step / (1.0 - abar_t)
+        sample_weight = math.sqrt(alpha_step) * (1.0 - abar_prev) / (1.0 - abar_t)
+        if self.variance_type == "fixed_large":
+            sigma = math.sqrt(beta_step)
+        else:
+            sigma = math.sqrt(beta_step * (1.0 - abar_prev) / (1.0 - abar_t))
+        return x0_weight * x0_from_sample + sample_weight, x0_weight * x0_from_noise, sigma
 
     def sample(
         self,
@@ -185,7 +206,9 @@ class NoiseScheduler:
         """Run the reverse chain from ``N(0, I)`` noise of ``shape``.
 
         Args:
-            model: ``model(x_t, t_batch) -> predicted noise``, ``t_batch`` a ``(B,)`` long tensor.
+            model: ``model(x_t, t) -> predicted noise``, ``t`` a ``(1,)`` long tensor: one
+                timestep for the whole batch, which the model broadcasts (its embedding is
+                computed once, not once per row).
             generator: drives the initial noise and every stochastic step.
             clip: clamp to ``[-clip, clip]`` after every step (actions live in ``[-1, 1]``).
             noise: ``(len(timesteps) + 1, *shape)`` pre-drawn noise (initial sample, then one
@@ -201,9 +224,9 @@ class NoiseScheduler:
             else torch.randn(shape, generator=generator, device=device)
         )
         for k, t in enumerate(self.timesteps.tolist()):
-            t_batch = torch.full((shape[0],), t, dtype=torch.long, device=device)  # (B,)
+            t_tensor = torch.full((1,), t, dtype=torch.long, device=device)  # (1,), broadcast
             step_noise = noise[k + 1] if noise is not None else None
-            x = self.step(model(x, t_batch), t, x, generator, noise=step_noise)
+            x = self.step(model(x, t_tensor), t, x, generator, noise=step_noise)
             if clip is not None:  # every step, as FISOR's sampler: x stays in the action box
                 x = x.clamp(-clip, clip)
         return x

@@ -21,7 +21,13 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import torch
+
 from safe_agents.common.fileio import atomic_path, atomic_write
+
+#: One training step's metrics: floats, or 0-dim tensors that stay on the agent's device until
+#: the logger's next dump (reading a CUDA value waits for the GPU; a step need not).
+Metrics = dict[str, float | torch.Tensor]
 
 
 class Writer(Protocol):
@@ -253,21 +259,28 @@ class Logger:
                 self.writers.append(WandbWriter(self.log_dir))
             else:
                 self.writers.append(TensorboardWriter(folder, resume_step))
-        self._sums: dict[str, float] = {}
+        self._sums: dict[str, float | torch.Tensor] = {}
         self._counts: dict[str, int] = {}
         self.history: list[dict[str, float]] = []
         self.latest: dict[str, float] = {}
 
-    def record(self, key: str, value: float) -> None:
-        """Add a value under a namespaced key (``train/actor_loss``); dumps write the mean."""
+    def record(self, key: str, value: float | torch.Tensor) -> None:
+        """Add a value under a namespaced key (``train/actor_loss``); dumps write the mean.
+
+        A tensor (one number) is summed where it lives and read at the next dump.
+        """
         if "/" not in key:
             raise ValueError(f"log keys are namespaced ('train/{key}'), got {key!r}")
-        self._sums[key] = self._sums.get(key, 0.0) + float(value)
+        if isinstance(value, torch.Tensor):
+            value = value.detach().reshape(())
+        else:
+            value = float(value)
+        self._sums[key] = self._sums.get(key, 0.0) + value
         self._counts[key] = self._counts.get(key, 0) + 1
 
     def dump(self, step: int) -> dict[str, float]:
         """Write the means recorded since the last dump; returns them."""
-        values = {key: self._sums[key] / self._counts[key] for key in sorted(self._sums)}
+        values = {key: float(self._sums[key]) / self._counts[key] for key in sorted(self._sums)}
         self._sums.clear()
         self._counts.clear()
         if not values:

@@ -33,6 +33,13 @@ class SafetyCriticAgent(BaseAgent):
 
     scheduler: NoiseScheduler
     actor_ema: nn.Module
+    # (steps, n) -> (steps, 1, n, act_dim): the deterministic path's noise, a function of the
+    # seed only, drawn once.
+    _common_noise_cache: dict[tuple[int, int], torch.Tensor]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._common_noise_cache = {}
+        super().__init__(*args, **kwargs)
 
     def _sample_actions(
         self,
@@ -56,7 +63,8 @@ class SafetyCriticAgent(BaseAgent):
 
     def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
         """``(B, n, act_dim)`` candidates from the EMA network, drawn with the act generator."""
-        self.actor_ema.eval()
+        if self.actor_ema.training:  # eval() walks every submodule: not on each call
+            self.actor_ema.eval()
         sampled = self._sample_actions(self.actor_ema, obs, self.act_generator, n, deterministic)
         return sampled.reshape(len(obs), n, self.act_dim)
 
@@ -102,6 +110,11 @@ class SafetyCriticAgent(BaseAgent):
         Seeded by the agent's seed: sampling with it makes ``predict(deterministic=True)`` a
         fixed function of the observation, equal for single and batched calls.
         """
-        generator = make_generator(self.seed, self.device)
-        base = torch.randn((steps, 1, n, self.act_dim), generator=generator, device=self.device)
+        key = (steps, n)
+        if key not in self._common_noise_cache:
+            # Drawn on the CPU: the same noise, so the same actions, on every device.
+            generator = make_generator(self.seed, torch.device("cpu"))
+            base = torch.randn((steps, 1, n, self.act_dim), generator=generator)
+            self._common_noise_cache[key] = base.to(self.device)
+        base = self._common_noise_cache[key]
         return base.expand(steps, batch, n, self.act_dim).reshape(steps, batch * n, self.act_dim)
