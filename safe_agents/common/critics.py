@@ -18,13 +18,18 @@ from safe_agents.common.networks import mlp
 _TensorLists = tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]
 
 
+# Rows x units of an ensemble's layer from which its members are multiplied one by one.
+_LARGE_LAYER = 1 << 19
+
+
 class QEnsemble(nn.Module):
     """``n`` independent Q networks ``Q_i(s, a)`` (ReLU MLPs); ``forward`` returns ``(n, B)``.
 
     The members are evaluated as one batched network: their first layers as one matrix product
     (the input is shared), every later layer as one ``baddbmm`` over the members, so an
     ensemble costs a single network's operations whatever ``n`` (on a CPU, small critics spend
-    more time dispatching operations than computing them). Each member is initialised exactly
+    more time dispatching operations than computing them). Large layers (``_LARGE_LAYER`` rows x
+    units and more), where a plain matrix product beats a batched one, go member by member. Each member is initialised exactly
     as a separate ``mlp`` would be. Layer ``k``'s weights are ``weight_k`` ``(n, out, in)`` and
     ``bias_k`` ``(n, out)``; files saved with the former per-member layout
     (``members.<i>.<j>.weight``) are converted on load.
@@ -65,11 +70,24 @@ class QEnsemble(nn.Module):
         # One product for every member's first layer: (B, in) @ (in, n * out).
         first = torch.addmm(bias.reshape(-1), inputs, weight.reshape(n * width, -1).t())
         x = first.reshape(len(inputs), n, width).transpose(0, 1)  # (n, B, out)
+        if len(inputs) * width >= _LARGE_LAYER:
+            return self._member_by_member(x)
         for k in range(1, self.n_layers):
             weight, bias = self.layer(k)
             # (n, B, in) @ (n, in, out) + (n, 1, out)
             x = torch.baddbmm(bias.unsqueeze(1), torch.relu(x), weight.transpose(1, 2))
         return x.squeeze(-1)  # (n, B)
+
+    def _member_by_member(self, x: torch.Tensor) -> torch.Tensor:
+        """The later layers one member at a time: for large layers a plain matrix product is
+        faster than a batched one (BCQ-Lag's 2560 rows by 256 units: about 5%)."""
+        members = []
+        for i, member in enumerate(x.unbind(0)):  # (B, out) each
+            for k in range(1, self.n_layers):
+                weight, bias = self.layer(k)
+                member = torch.addmm(bias[i], torch.relu(member), weight[i].t())
+            members.append(member.squeeze(-1))
+        return torch.stack(members)  # (n, B)
 
     def _convert_member_layout(
         self, state_dict: dict[str, torch.Tensor], prefix: str, *args: object
