@@ -28,11 +28,11 @@ class QEnsemble(nn.Module):
     The members are evaluated as one batched network: their first layers as one matrix product
     (the input is shared), every later layer as one ``baddbmm`` over the members, so an
     ensemble costs a single network's operations whatever ``n`` (on a CPU, small critics spend
-    more time dispatching operations than computing them). Large layers (``_LARGE_LAYER`` rows x
-    units and more), where a plain matrix product beats a batched one, go member by member. Each member is initialised exactly
-    as a separate ``mlp`` would be. Layer ``k``'s weights are ``weight_k`` ``(n, out, in)`` and
-    ``bias_k`` ``(n, out)``; files saved with the former per-member layout
-    (``members.<i>.<j>.weight``) are converted on load.
+    more time dispatching operations than computing them). Large layers (``_LARGE_LAYER`` rows
+    x units and more), where a plain matrix product beats a batched one, go member by member.
+    Each member is initialised exactly as a separate ``mlp`` would be. Layer ``k``'s weights
+    are ``weight_k`` ``(n, out, in)`` and ``bias_k`` ``(n, out)``; files saved with the former
+    per-member layout (``members.<i>.<j>.weight``) are converted on load.
     """
 
     def __init__(
