@@ -294,44 +294,17 @@ def sweep_plots(argument: str) -> str:
 
 
 def speed(argument: str) -> str:
-    """``speed_OfflineToyReachAvoid-v0.json`` by ``benchmarks/speed.py``'s own table."""
+    """``speed_OfflineToyReachAvoid-v0.json`` by ``benchmarks/speed.py``'s own table: a
+    reference revision against a working tree."""
     result = _load("speed_OfflineToyReachAvoid-v0.json")
-    source = "`benchmarks/results/speed_OfflineToyReachAvoid-v0.json`"
-    if "cells" in result:  # the script's format: a reference revision against a working tree
-        machine = result["machine"]
-        return _caption(
-            source,
-            result["date"],
-            "the task's shipped dataset",
-            f"task {result['task']}, {result['torch_threads']} torch thread(s), machine: "
-            f"{machine['processor']} ({machine['cpu_capability']}), torch {machine['torch']}",
-        ) + _script("speed.py").markdown(result)
+    machine = result["machine"]
     return _caption(
-        source,
-        NOT_RECORDED,
+        "`benchmarks/results/speed_OfflineToyReachAvoid-v0.json`",
+        result["date"],
         "the task's shipped dataset",
-        f"task {result['task']}, profile {result['profile']}, {result['torch_threads']} torch "
-        f"thread(s), machine: {result['machine']}",
-    ) + _speed_to_bc_all(result["results"])
-
-
-def _speed_to_bc_all(results: dict[str, dict[str, float]]) -> str:
-    """The table of a speed file written before ``benchmarks/speed.py`` compared revisions:
-    every agent in one process, with ratios to BC-All (drop once the file is rerun)."""
-    base = results.get("bc_all")
-    lines = [
-        "| agent | steps/s | vs BC-All | predict 1 obs (ms) | vs BC-All | 1000 obs (ms) "
-        "| vs BC-All |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for name, row in results.items():
-        cells = [f"{row['steps_per_s']:.1f}"]
-        cells.append(f"{row['steps_per_s'] / base['steps_per_s']:.2f}x" if base else "-")
-        for key in ("predict_ms_1", "predict_ms_1000"):
-            cells.append(f"{row[key]:.2f}")
-            cells.append(f"{row[key] / base[key]:.1f}x" if base else "-")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        f"task {result['task']}, {result['torch_threads']} torch thread(s), machine: "
+        f"{machine['processor']} ({machine['cpu_capability']}), torch {machine['torch']}",
+    ) + _script("speed.py").markdown(result)
 
 
 def threads(argument: str) -> str:

@@ -25,14 +25,15 @@ from safe_agents.common.networks import Dropout, Mish, NoisePredictionNet, mlp
 TOY = "OfflineToyReachAvoid-v0"
 
 
-def test_the_batched_ensemble_equals_separate_networks_and_reads_the_old_layout():
+@pytest.mark.parametrize("rows", [64, 20_000])  # batched; member by member (large layers)
+def test_the_batched_ensemble_equals_separate_networks_and_reads_the_old_layout(rows):
     torch.manual_seed(0)
     ensemble = QEnsemble(5, 2, n=3, hidden_sizes=(32, 16))
     torch.manual_seed(0)  # the same draws, in the same order, as three separate MLPs
     members = [mlp(7, 1, (32, 16)) for _ in range(3)]
-    obs, actions = torch.randn(64, 5), torch.randn(64, 2)
+    obs, actions = torch.randn(rows, 5), torch.randn(rows, 2)
     separate = torch.stack([m(torch.cat([obs, actions], -1)).squeeze(-1) for m in members])
-    assert ensemble(obs, actions).shape == (3, 64)
+    assert ensemble(obs, actions).shape == (3, rows)
     torch.testing.assert_close(ensemble(obs, actions), separate, rtol=1e-5, atol=1e-6)
     # A file saved with one nn.Sequential per member loads into the batched layout.
     old = {
