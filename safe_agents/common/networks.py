@@ -196,7 +196,7 @@ class GaussianActor(nn.Module):
         return torch.distributions.Normal(*self.mean_and_std(obs), validate_args=False)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(chain(self.net, obs).chunk(2, dim=-1)[0])
+        return self.mean_and_std(obs)[0]
 
     def sample(self, obs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """Reparameterized actions ``m(s) + sigma(s) z`` (gradients flow; not clamped)."""
