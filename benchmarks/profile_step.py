@@ -26,6 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 import envs
 from safe_agents import get_agent_class
 from safe_agents.common.callbacks import StopAfterSteps
+from safe_agents.common.fileio import atomic_write
 
 WARMUP = 5
 
@@ -66,7 +67,7 @@ def main() -> None:
     report = profile_steps(args.agent, args.preset, args.task, args.steps, args.rows)
     print(report)
     if args.out is not None:
-        args.out.write_text(report + "\n")
+        atomic_write(args.out, report + "\n")
         print(f"wrote {args.out}")
 
 

@@ -55,6 +55,7 @@ import envs
 import safe_agents
 from safe_agents import bench, get_agent_class, list_agents
 from safe_agents.common.callbacks import StopAfterSteps
+from safe_agents.common.fileio import atomic_write
 
 ROOT = Path(__file__).resolve().parent.parent
 SIDES = ("reference", "current")
@@ -410,7 +411,7 @@ def main() -> None:
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"speed_{args.task}.json")
     bench.write_result(out, result)
     table = markdown(result)
-    out.with_suffix(".md").write_text(table)
+    atomic_write(out.with_suffix(".md"), table)
     print(table)
     print(f"wrote {out} and {out.with_suffix('.md')}")
 

@@ -412,7 +412,7 @@ class FISOR(SafetyCriticAgent):
             "feasibility_v_loss": v_h_loss.detach(),
             "reward_q_loss": q_r_loss.detach(),
             "reward_v_loss": v_r_loss.detach(),
-            "actor_loss": torch.stack(actor_losses).mean().detach(),
+            "actor_loss": torch.stack(actor_losses).mean(),  # detached losses
             "feasible_fraction": (v_h <= 0).float().mean().detach(),
             "mean_weight": weights.mean().detach(),
             "actor_learning_rate": self.optimizers["actor"].param_groups[0]["lr"],
