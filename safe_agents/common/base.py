@@ -39,6 +39,7 @@ from torch import nn
 from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
 from safe_agents.common.config import PAPER, AgentConfig
+from safe_agents.common.critics import QEnsemble, stack_member_optimizer_state
 from safe_agents.common.data import (
     DatasetLike,
     TransitionSampler,
@@ -509,6 +510,12 @@ class BaseAgent:
             torch.set_rng_state(training["torch_rng_state"])
             if set(training["optimizers"]) != set(self.optimizers):
                 raise KeyError(f"optimizers {sorted(training['optimizers'])}")
+            ensembles = [
+                network
+                for module in modules.values()
+                for network in module.modules()
+                if isinstance(network, QEnsemble)
+            ]
             for name, optimizer in self.optimizers.items():
                 # The file's settings replace the optimizer's, which implementation included:
                 # keep this machine's (a fused kernel, or the file's device may lack one).
@@ -516,7 +523,11 @@ class BaseAgent:
                     {key: group[key] for key in _IMPLEMENTATION_FLAGS if key in group}
                     for group in optimizer.param_groups
                 ]
-                optimizer.load_state_dict(training["optimizers"][name])
+                # Files from before the batched ensembles list their members one by one.
+                saved = stack_member_optimizer_state(
+                    training["optimizers"][name], optimizer, ensembles
+                )
+                optimizer.load_state_dict(saved)
                 for group, flags in zip(optimizer.param_groups, implementation, strict=True):
                     group.update(flags)
                 _check_optimizer_state(name, optimizer)

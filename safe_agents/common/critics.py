@@ -8,7 +8,7 @@ from __future__ import annotations
 import copy
 import weakref
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -108,6 +108,98 @@ class QEnsemble(nn.Module):
                 ]
                 if tensors:
                     state_dict[f"{prefix}{kind}_{k}"] = torch.stack(tensors)
+
+
+def stack_member_optimizer_state(
+    state: dict[str, Any], optimizer: torch.optim.Optimizer, ensembles: Sequence[QEnsemble]
+) -> dict[str, Any]:
+    """An optimizer's saved state, converted from the per-member layout of ``QEnsemble``.
+
+    Before the ensembles were batched (safe-agents 0.1.0), an ensemble's parameters were listed
+    member by member (member 0's weight and bias of every layer, then member 1's...); today
+    each layer's weight and bias stack the members. An optimizer state saved then lists more
+    parameters, and its per-parameter tensors (Adam's moments) have a member's shape; this
+    stacks them as the weights are stacked (``QEnsemble``'s load hook), so such a file resumes
+    training where it stopped. A state in today's layout, or one this cannot map, is returned as it is
+    (``load_state_dict`` and the agent's checks then report what does not fit).
+    """
+    owners = {
+        id(parameter): ensemble for ensemble in ensembles for parameter in ensemble.parameters()
+    }
+    groups, saved_state = state.get("param_groups"), state.get("state")
+    if (
+        not owners
+        or not isinstance(groups, list)
+        or not isinstance(saved_state, dict)
+        or len(groups) != len(optimizer.param_groups)
+    ):
+        return state
+    new_groups: list[dict[str, Any]] = []
+    new_state: dict[int, Any] = {}
+    offset = 0
+    converted = False
+    for group, saved in zip(optimizer.param_groups, groups, strict=True):
+        params = group["params"]
+        old = saved.get("params") if isinstance(saved, dict) else None
+        if not isinstance(old, list):
+            return state
+        sources = _member_sources(params, old, owners)
+        if sources is None:
+            return state
+        indices = []
+        for parameter, source in zip(params, sources, strict=True):
+            states = [saved_state[i] for i in source if i in saved_state]
+            index = offset + len(indices)  # renumbered in order, as state_dict() numbers them
+            if states:
+                if len(states) != len(source) or not all(isinstance(s, dict) for s in states):
+                    return state
+                new_state[index] = dict(states[0])
+                for key, value in states[0].items():
+                    # A member's moment (a one-member ensemble's too): stacked along members.
+                    if (
+                        id(parameter) in owners
+                        and isinstance(value, torch.Tensor)
+                        and value.dim() > 0
+                        and value.shape != parameter.shape
+                    ):
+                        new_state[index][key] = torch.stack([s[key] for s in states])
+                        converted = True
+            indices.append(index)
+        new_groups.append({**saved, "params": indices})
+        offset += len(indices)
+    if not converted:
+        return state
+    return {**state, "state": new_state, "param_groups": new_groups}
+
+
+def _member_sources(
+    params: list[torch.Tensor], old: list[Any], owners: dict[int, QEnsemble]
+) -> list[list[Any]] | None:
+    """For each of ``params``, the saved indices it stacks (one, or an ensemble's ``n``)."""
+    if len(old) == len(params):  # today's layout (or one-member ensembles: shapes differ only)
+        return [[index] for index in old]
+    sources: list[list[Any]] = []
+    position = 0
+    j = 0
+    while j < len(params):
+        ensemble = owners.get(id(params[j]))
+        if ensemble is None:
+            if position >= len(old):
+                return None
+            sources.append([old[position]])
+            j, position = j + 1, position + 1
+            continue
+        block = list(ensemble.parameters())  # weight_0, bias_0, weight_1, ...: a member's order
+        if [id(p) for p in params[j : j + len(block)]] != [id(p) for p in block]:
+            return None  # an ensemble split across the list: not a layout this knows
+        if position + len(block) * ensemble.n > len(old):
+            return None
+        for k in range(len(block)):
+            sources.append(
+                [old[position + member * len(block) + k] for member in range(ensemble.n)]
+            )
+        j, position = j + len(block), position + len(block) * ensemble.n
+    return sources if position == len(old) else None
 
 
 class ValueNet(nn.Module):
