@@ -120,8 +120,8 @@ def stack_member_optimizer_state(
     each layer's weight and bias stack the members. An optimizer state saved then lists more
     parameters, and its per-parameter tensors (Adam's moments) have a member's shape; this
     stacks them as the weights are stacked (``QEnsemble``'s load hook), so such a file resumes
-    training where it stopped. A state in today's layout, or one this cannot map, is returned as it is
-    (``load_state_dict`` and the agent's checks then report what does not fit).
+    training where it stopped. A state in today's layout, or one this cannot map, is returned
+    as it is (``load_state_dict`` and the agent's checks then report what does not fit).
     """
     owners = {
         id(parameter): ensemble for ensemble in ensembles for parameter in ensemble.parameters()
@@ -146,7 +146,7 @@ def stack_member_optimizer_state(
         sources = _member_sources(params, old, owners)
         if sources is None:
             return state
-        indices = []
+        indices: list[int] = []
         for parameter, source in zip(params, sources, strict=True):
             states = [saved_state[i] for i in source if i in saved_state]
             index = offset + len(indices)  # renumbered in order, as state_dict() numbers them
