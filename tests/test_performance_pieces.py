@@ -49,13 +49,25 @@ def test_the_batched_ensemble_equals_separate_networks_and_reads_the_old_layout(
         QEnsemble(5, 2, n=4, hidden_sizes=(32, 16)).load_state_dict(old)
 
 
-def test_mish_matches_torch_values_and_gradients():
-    x = torch.linspace(-60.0, 60.0, 4001, requires_grad=True)
-    reference = torch.linspace(-60.0, 60.0, 4001, requires_grad=True)
+@pytest.mark.parametrize("size", [4001, 20_001])  # torch's kernel, then the closed form
+def test_mish_matches_float64_values_and_gradients(size):
+    x = torch.linspace(-60.0, 60.0, size, requires_grad=True)
+    exact = torch.linspace(-60.0, 60.0, size, dtype=torch.float64, requires_grad=True)
     Mish()(x).sum().backward()
-    F.mish(reference).sum().backward()
-    torch.testing.assert_close(Mish()(x), F.mish(reference), rtol=1e-6, atol=1e-6)
-    torch.testing.assert_close(x.grad, reference.grad, rtol=1e-5, atol=1e-5)
+    F.mish(exact).sum().backward()
+    torch.testing.assert_close(Mish()(x).double(), F.mish(exact), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(x.grad.double(), exact.grad, rtol=1e-5, atol=1e-6)
+    with torch.no_grad():  # the no-gradient path (sampling) too
+        torch.testing.assert_close(Mish()(x).double(), F.mish(exact), rtol=1e-6, atol=1e-6)
+    # Far in the tails: no cancellation, no overflow; inf and NaN as torch's.
+    tails = torch.tensor([-100.0, -30.0, -17.0, 100.0, 1e30, float("inf"), float("nan")])
+    torch.testing.assert_close(
+        Mish()(tails.repeat(3000)),
+        F.mish(tails).repeat(3000),
+        rtol=1e-5,
+        atol=1e-30,
+        equal_nan=True,
+    )
 
 
 def test_dropout_drops_at_rate_p_scales_the_rest_and_follows_the_global_seed():
