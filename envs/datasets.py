@@ -173,8 +173,9 @@ def load_dataset(
     raise FileNotFoundError(
         f"no dataset for {task_id} (looked in {places}; {reason}). Build one into the cache "
         f"with `safe-agents collect --task {task_id}` (or envs.build_dataset({task_id!r})), "
-        "or pass the path of a DSRL-format HDF5 file. benchmarks/datasets.md in the repository "
-        "gives the command and time budget used for each benchmark task."
+        "or pass the path of a DSRL-format HDF5 file. For a benchmark task, `safe-agents "
+        f"collect --recipe --task {task_id}` rebuilds the benchmark's own dataset "
+        "(envs.collect.RECIPES; benchmarks/datasets.md gives each build's time)."
     )
 
 

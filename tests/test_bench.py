@@ -750,3 +750,24 @@ def test_the_bench_and_cli_modules_stay_short():
     for package in ("bench", "cli"):
         for path in sorted((ROOT / "safe_agents" / package).glob("*.py")):
             assert len(path.read_text().splitlines()) <= 500, path.name
+
+
+def test_sweep_with_build_data_builds_the_missing_dataset_first(tmp_path, monkeypatch):
+    """A sweep whose task has no local dataset builds it with its recipe (here a tiny toy build
+    into an empty cache), then trains on it; without build_data it fails naming the command."""
+    from envs import collect
+    from tests.test_collect import TINY as TINY_BUILD
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("SAFE_AGENTS_DATA_DIR", str(cache))
+    monkeypatch.setattr(collect.recipes, "RECIPES", {TOY: dict(TINY_BUILD)})
+    monkeypatch.setattr(collect.recipes, "dataset_locations", lambda task: [cache / f"{task}.hdf5"])
+    runs = bench.plan_runs(["bc_all"], [TOY], [0])
+    messages: list[str] = []
+    settings = bench.SweepSettings(
+        episodes=1, overrides={"n_steps": 5}, data_origin="local", build_data=True
+    )
+    rows = bench.run_sweep(runs, settings, tmp_path / "sweep", workers=1, on_build=messages.append)
+    assert len(rows) == 1 and messages[0].startswith(f"building the benchmark dataset of {TOY}")
+    assert (cache / f"{TOY}.hdf5").is_file()
+    assert "512 behaviour training steps" in rows[0]["data_provenance"]  # the file just built

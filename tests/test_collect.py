@@ -10,6 +10,7 @@ import pytest
 
 import envs
 from envs import collect
+from envs.cache import SHIPPED_DIR
 from envs.collect import (
     Behaviour,
     BuildConfig,
@@ -289,3 +290,52 @@ def test_plot_dataset_writes_a_png(tmp_path, toy_dataset):
     assert [item.name for item in path.parent.iterdir()] == ["toy.png"]
     with pytest.raises(envs.DatasetError, match="no cost labels"):
         plot_dataset(toy_dataset.without_costs(), tmp_path / "none.png")
+
+
+def test_recipes_are_the_settings_the_shipped_datasets_were_built_with():
+    """A recipe rebuilds its shipped file: the same length, behaviours and seed, and every
+    other setting the default (the shipped files were built with defaults and a budget)."""
+    defaults = BuildConfig()
+    shipped = [task for task in collect.RECIPES if (SHIPPED_DIR / f"{task}.hdf5").is_file()]
+    assert len(shipped) >= 4
+    for task in shipped:
+        metadata = envs.read_hdf5(SHIPPED_DIR / f"{task}.hdf5").metadata
+        settings = collect.recipe(task)
+        assert metadata["build_plan"]["train_steps"] == settings["train_steps"], task
+        assert metadata["seed"] == collect.recipes.RECIPE_SEED
+        config = BuildConfig(**{k: v for k, v in settings.items() if k != "train_steps"})
+        assert metadata["behaviour"].startswith(
+            f"stable-baselines3 PPO behaviour agents ({', '.join(config.behaviours)}), "
+            f"{settings['train_steps']} steps each, {defaults.n_checkpoints} checkpoints"
+        ), task
+    with pytest.raises(ValueError, match="has no dataset recipe; the benchmark datasets with"):
+        collect.recipe(TOY)
+
+
+def test_build_missing_builds_only_what_this_machine_lacks(tmp_path, monkeypatch):
+    """With an empty cache and nothing shipped for it, the toy task's (tiny) recipe is built
+    into the cache and loads; a second call finds it and builds nothing."""
+    monkeypatch.setenv("SAFE_AGENTS_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(collect.recipes, "RECIPES", {TOY: dict(TINY)})
+    monkeypatch.setattr(
+        collect.recipes, "dataset_locations", lambda task: [tmp_path / f"{task}.hdf5"]
+    )
+    messages: list[str] = []
+    built = collect.build_missing([TOY, BALL, TOY], announce=messages.append)
+    assert built == [tmp_path / f"{TOY}.hdf5"]
+    assert messages == [
+        f"building the benchmark dataset of {TOY} ("
+        + ", ".join(f"{key}={value}" for key, value in TINY.items())
+        + ", seed 0)"
+    ]
+    data = envs.read_hdf5(built[0])
+    assert data.metadata["build_plan"]["train_steps"] == TINY["train_steps"]
+    assert data.metadata["seed"] == 0
+    assert collect.build_missing([TOY], announce=messages.append) == []
+
+
+def test_collect_recipe_command_refuses_settings_and_unknown_tasks(capsys):
+    assert main(["collect", "--recipe", "--task", TOY, "--set", "train_steps=1"]) == 2
+    assert "--recipe fixes the build settings and seed" in capsys.readouterr().err
+    assert main(["collect", "--recipe", "--task", TOY]) == 2
+    assert f"{TOY} has no dataset recipe" in capsys.readouterr().err

@@ -57,7 +57,8 @@ schedule, stage order, random streams and time budget), :mod:`envs.collect.behav
 the cost penalty), :mod:`envs.collect.rollouts` (noisy episodes of a checkpoint),
 :mod:`envs.collect.filter` (the density filter), :mod:`envs.collect.assemble` (the dataset and
 its metadata), :mod:`envs.collect.workdir` (the manifest, checkpoints and rollout files) and
-:mod:`envs.collect.build` (:func:`build_dataset`, which runs them in order).
+:mod:`envs.collect.build` (:func:`build_dataset`, which runs them in order);
+:mod:`envs.collect.recipes` pins the settings the benchmark's datasets were built with.
 """
 
 # `_Build` and `_atomic_write_text` are private, but tests reach them through this package: they
@@ -68,18 +69,23 @@ from envs.collect.build import _Build as _Build
 from envs.collect.build import build_dataset, default_output
 from envs.collect.filter import density_filter
 from envs.collect.plan import Behaviour, BehaviourKind, BuildConfig, checkpoint_steps
+from envs.collect.recipes import RECIPES, build_from_recipe, build_missing, recipe
 from envs.collect.workdir import MANIFEST_NAME, work_dir
 from envs.collect.workdir import _atomic_write_text as _atomic_write_text
 
 __all__ = [
     "MANIFEST_NAME",
+    "RECIPES",
     "Behaviour",
     "BehaviourKind",
     "BuildConfig",
     "CostPenalty",
     "build_dataset",
+    "build_from_recipe",
+    "build_missing",
     "checkpoint_steps",
     "default_output",
     "density_filter",
+    "recipe",
     "work_dir",
 ]

@@ -15,7 +15,8 @@ every run shares) and the budget files of its agents, ``<agent>.toml``
 Besides ``description``, ``agents``, ``tasks`` and ``seeds``, the keys are the fields of
 :class:`~safe_agents.bench.settings.SweepSettings` a set may fix: ``profile``, ``episodes``,
 ``eval_seed``, ``n_safe_demos``, ``data_origin``, ``curve_points``, ``curve_episodes``,
-``checkpoints`` and ``save_agents``. Budgets live only in the ``<agent>.toml`` files.
+``checkpoints``, ``save_agents`` and ``build_data``. Budgets live only in the ``<agent>.toml``
+files.
 
 A set with **variants** holds, besides its ``sweep.toml``, one subfolder per variant with that
 variant's ``<agent>.toml`` files (and, optionally, a ``sweep.toml`` whose keys replace the

@@ -59,6 +59,9 @@ class SweepSettings:
     # Checkpoints per run (every n_steps // checkpoints steps) in <out>/work/<run>/: a killed
     # sweep resumes each unfinished run from its last one and ends as if never stopped.
     checkpoints: int = 10
+    # Build the benchmark datasets the sweep's tasks lack, with their recipes
+    # (envs.collect.recipes), before the first run; it changes no row.
+    build_data: bool = False
 
     def __post_init__(self) -> None:
         if self.profile not in ("quick", "full"):

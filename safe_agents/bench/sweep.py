@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
+import logging
 import multiprocessing
 import os
 import shutil
@@ -21,6 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from envs.collect import build_missing
 from safe_agents.bench.folder import (
     _budget_record,
     _folder_lock,
@@ -41,6 +43,8 @@ from safe_agents.bench.runs import execute
 from safe_agents.bench.settings import Run, SweepError, SweepSettings
 from safe_agents.common.fileio import atomic_write
 
+logger = logging.getLogger(__name__)
+
 # How often a pool worker checks that the sweep's process still lives, and how long a
 # ``HOST:PORT`` may take to accept a connection before the sweep gives up on it (Ray itself
 # retries a dead address for minutes).
@@ -60,6 +64,7 @@ def run_sweep(
     ray_address: str | None = None,
     force: bool = False,
     on_start: OnStart | None = None,
+    on_build: Callable[[str], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Execute the runs that have no row yet, ``workers`` at a time, and return all rows.
 
@@ -85,6 +90,8 @@ def run_sweep(
             refusing.
         on_start: called with the runs left to do once the folder is locked and checked, before
             the first run starts.
+        on_build: with ``settings.build_data``, called with a message before each benchmark
+            dataset the runs left to do lack is built (default: logged).
 
     Raises:
         SweepError: another sweep is writing the folder; the folder was swept with other
@@ -105,6 +112,10 @@ def run_sweep(
         todo = [run for run in runs if run.key not in done]
         if on_start is not None:
             on_start(todo)
+        if settings.build_data and settings.data_origin != "dsrl":
+            # In this process, one at a time, before any worker needs the data; a stopped
+            # build continues from its work directory at the next call.
+            build_missing([run.task for run in todo], announce=on_build or logger.info)
         _execute_all(todo, settings, out, workers, on_row, ray_address)
     wanted = {run.key for run in runs}
     return [row for row in load_rows(out) if row_key(row) in wanted]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from safe_agents.cli.common import UserError, parse_overrides
 
@@ -85,22 +86,60 @@ def cmd_download(args: argparse.Namespace) -> None:
 
 
 def cmd_collect(args: argparse.Namespace) -> None:
-    """Build a task's offline dataset: train behaviour agents, roll out, filter, write HDF5."""
-    import envs
+    """Build a task's offline dataset: train behaviour agents, roll out, filter, write HDF5.
 
+    --recipe builds a benchmark dataset with the settings it was built with
+    (envs.collect.RECIPES; no time budget), into the user cache unless --out says otherwise;
+    --recipe --task missing builds every benchmark dataset this machine lacks.
+    """
+    import envs
+    from envs.collect import recipes
+
+    if args.recipe:
+        if args.set or args.seed != recipes.RECIPE_SEED:
+            raise UserError("--recipe fixes the build settings and seed: drop --set and --seed")
+        if args.task == "missing":
+            if args.out is not None:
+                raise UserError("--task missing writes into the user cache: drop --out")
+            built = recipes.build_missing(list(recipes.RECIPES), progress_bar=not args.no_progress)
+            for path in built:
+                _describe_build(path)
+            if not built:
+                print("every benchmark dataset is on this machine; nothing to build")
+            return
+        try:
+            recipes.recipe(args.task)
+        except ValueError as error:  # the message lists the tasks with a recipe
+            raise UserError(str(error)) from None
     try:
-        path = envs.build_dataset(
-            args.task,
-            args.out,
-            budget_minutes=args.budget_minutes,
-            seed=args.seed,
-            progress_bar=not args.no_progress,
-            overwrite=args.overwrite,
-            keep_work_dir=args.keep_work_dir,
-            **parse_overrides(args.set),
-        )
+        if args.recipe:
+            path = recipes.build_from_recipe(
+                args.task,
+                args.out,
+                progress_bar=not args.no_progress,
+                overwrite=args.overwrite,
+                keep_work_dir=args.keep_work_dir,
+            )
+        else:
+            path = envs.build_dataset(
+                args.task,
+                args.out,
+                budget_minutes=args.budget_minutes,
+                seed=args.seed,
+                progress_bar=not args.no_progress,
+                overwrite=args.overwrite,
+                keep_work_dir=args.keep_work_dir,
+                **parse_overrides(args.set),
+            )
     except (FileExistsError, TimeoutError) as error:
         raise UserError(str(error)) from error
+    _describe_build(path)
+
+
+def _describe_build(path: Path) -> None:
+    """Print a built dataset's figures, and how to continue a build its budget cut."""
+    import envs
+
     data = envs.load_dataset(path)
     summary = data.summary()
     print(
@@ -138,7 +177,18 @@ def add_collect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="build a task's offline dataset with behaviour agents",
         description=cmd_collect.__doc__,
     )
-    collect.add_argument("--task", required=True, help="task id, e.g. OfflineBallRun-v0")
+    collect.add_argument(
+        "--task",
+        required=True,
+        help="task id, e.g. OfflineBallRun-v0 (with --recipe: or missing, every benchmark "
+        "dataset this machine lacks)",
+    )
+    collect.add_argument(
+        "--recipe",
+        action="store_true",
+        help="build the task's benchmark dataset with the settings it was built with "
+        "(envs.collect.RECIPES; no time budget)",
+    )
     collect.add_argument(
         "--budget-minutes",
         type=float,

@@ -88,6 +88,7 @@ def _plan(args: argparse.Namespace, config_set: ConfigSet | None, nested: bool) 
         "curve_points": pick(args.curve_points, "curve_points", 0),
         "curve_episodes": pick(args.curve_episodes, "curve_episodes", 3),
         "checkpoints": pick(args.checkpoints, "checkpoints", 10),
+        "build_data": True if args.build_data else given.get("build_data", False),
     }
     if config_set is None:
         configs = args.configs
@@ -151,6 +152,7 @@ def _sweep(
         ray_address=args.ray,
         force=args.force,
         on_start=on_start,
+        on_build=lambda message: print(message, flush=True),
     )
     if rows:
         paths = bench.write_report(out)
@@ -244,6 +246,12 @@ def add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     )
     add_data_origin(bench, default=None)
     bench.add_argument("--no-save-agents", action="store_true", help="do not keep the agents")
+    bench.add_argument(
+        "--build-data",
+        action="store_true",
+        help="first build the benchmark datasets the tasks lack, with their recipes (safe-agents "
+        "collect --recipe; about 20 minutes each on 2 cores)",
+    )
     bench.add_argument(
         "--force",
         action="store_true",
