@@ -250,7 +250,7 @@ def add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "--build-data",
         action="store_true",
         help="first build the benchmark datasets the tasks lack, with their recipes (safe-agents "
-        "collect --recipe; about 20 minutes each on 2 cores)",
+        "collect --recipe; 20-40 minutes each on 2 cores)",
     )
     bench.add_argument(
         "--force",
