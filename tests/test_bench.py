@@ -195,6 +195,68 @@ def test_the_report_never_hides_which_data_a_task_used():
     assert "| TaskB | DSRL + built locally (mixed) |" in bench.markdown_table(mixed)
 
 
+def test_runs_are_planned_task_by_task_then_seed_by_seed():
+    runs = bench.plan_runs(["bc_all", "bc_safe"], [TOY, "OfflineBallRun-v0"], [0, 1])
+    assert [(run.task == TOY, run.seed, run.agent) for run in runs[:4]] == [
+        (True, 0, "bc_all"),
+        (True, 0, "bc_safe"),
+        (True, 1, "bc_all"),
+        (True, 1, "bc_safe"),
+    ]
+    assert {run.task for run in runs[4:]} == {"OfflineBallRun-v0"}
+
+
+def _git(repo: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, text=True, check=True, timeout=60
+    )
+    return result.stdout
+
+
+def _repository(path: Path) -> Path:
+    path.mkdir()
+    _git(path, "init", "-q")
+    _git(path, "config", "user.email", "tests@example.com")
+    _git(path, "config", "user.name", "tests")
+    (path / ".gitignore").write_text("ignored/\n")
+    _git(path, "add", ".gitignore")
+    _git(path, "commit", "-q", "-m", "start")
+    return path
+
+
+def test_commit_rows_commits_each_row_and_nothing_else(tmp_path, capsys):
+    repo = _repository(tmp_path / "repo")
+    # Someone's work in progress in the same checkout: staged and unstaged changes.
+    (repo / "staged.txt").write_text("mine")
+    _git(repo, "add", "staged.txt")
+    (repo / ".gitignore").write_text("ignored/\nmore/\n")
+    out = repo / "results" / "sweep"
+    argv = ["bench", "--algos", "bc_all,bc_safe", "--tasks", TOY, "--seeds", "1"]
+    argv += ["--steps", "20", "--episodes", "1", "--workers", "1", "--no-save-agents"]
+    assert main([*argv, "--out", str(out), "--commit-rows"]) == 0
+    assert "not committed" not in capsys.readouterr().out
+    log = _git(repo, "log", "--format=%s").splitlines()
+    assert len(log) == 3 and log[-1] == "start"
+    assert log[0].startswith(f"sweep row bc_safe__{TOY}__seed0: normalized return ")
+    committed = set(_git(repo, "ls-tree", "-r", "--name-only", "HEAD").split())
+    assert committed == {
+        ".gitignore",
+        "results/sweep/sweep.json",
+        f"results/sweep/rows/bc_all__{TOY}__seed0.json",
+        f"results/sweep/rows/bc_safe__{TOY}__seed0.json",
+    }
+    # The rows as written, and the work in progress left as it was.
+    assert _git(repo, "diff", "HEAD", "--", "results") == ""
+    assert _git(repo, "diff", "--cached", "--name-only").split() == ["staged.txt"]
+    assert _git(repo, "diff", "--name-only").split() == [".gitignore"]
+    # Refused before any run: a folder outside a work tree, and one git ignores.
+    for folder in (tmp_path / "elsewhere", repo / "ignored" / "sweep"):
+        assert main([*argv, "--out", str(folder), "--commit-rows"]) == 2
+        err = capsys.readouterr().err
+        assert "--commit-rows:" in err and ("not inside a git work tree" in err or "ignores" in err)
+        assert not (folder / "rows").exists()
+
+
 def test_bad_rows_are_named(tmp_path):
     (tmp_path / "rows").mkdir()
     (tmp_path / "rows" / "broken.json").write_text("{not json")
@@ -755,8 +817,9 @@ def test_the_bench_and_cli_modules_stay_short():
 def test_sweep_with_build_data_builds_the_missing_dataset_first(tmp_path, monkeypatch):
     """A sweep whose task has no local dataset builds it with its recipe (here a tiny toy build
     into an empty cache), then trains on it; without build_data it fails naming the command."""
+    from test_collect import TINY as TINY_BUILD  # tests/ is on the path (rootdir)
+
     from envs import collect
-    from tests.test_collect import TINY as TINY_BUILD
 
     cache = tmp_path / "cache"
     monkeypatch.setenv("SAFE_AGENTS_DATA_DIR", str(cache))

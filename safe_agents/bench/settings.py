@@ -82,7 +82,10 @@ class SweepSettings:
 def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int]) -> list[Run]:
     """Every (agent, task, seed), agents and tasks checked against their registries.
 
-    Agent names are normalized to the registered ones (``bc-safe`` -> ``bc_safe``).
+    In the order a sweep starts them: task by task, within a task seed by seed, every agent at
+    each seed, so a sweep stopped part-way leaves whole tasks (and whole seeds of the task under
+    way) finished, ready to compare. Agent names are normalized to the registered ones
+    (``bc-safe`` -> ``bc_safe``).
 
     Raises:
         ValueError: an unknown agent name, listing the registered ones.
@@ -93,4 +96,4 @@ def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int])
     names = [registry.get_agent_class(name).name for name in agents]
     for task in tasks:
         envs.get_task(task)
-    return [Run(a, t, int(s)) for a, t, s in itertools.product(names, tasks, seeds)]
+    return [Run(a, t, int(s)) for t, s, a in itertools.product(tasks, seeds, names)]

@@ -24,7 +24,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     data origin, budgets) is refused, as its rows would mix with the old ones in one table;
     --force discards the old rows those settings would not reproduce, then runs the sweep. One
     sweep at a time writes a folder. The report (OUT/report.md, report.csv, plots/) is rendered
-    at the end, and again any time by `safe-agents report OUT`.
+    at the end, and again any time by `safe-agents report OUT`. --commit-rows commits each row
+    to git as it lands, and nothing else, so a sweep longer than one sitting keeps its results.
 
     --configs SET runs a config set: a folder whose sweep.toml names the agents, tasks, seeds
     and settings (options given here win) beside its <agent>.toml budgets, into bench/SET by
@@ -41,6 +42,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     candidates: list[ConfigSet | None] = [*sets] or [None]
     for config_set in candidates:
         plans.append(_plan(args, config_set, nested=len(sets) > 1 or _nested(args, sets)))
+    if args.commit_rows:  # before any run: a sweep must not find out after hours of work
+        for _, _, _, out in plans:
+            try:
+                bench.check_committable(out)
+            except bench.RowCommitError as error:
+                raise UserError(f"--commit-rows: {error}") from error
     failures: list[str] = []
     for name, runs, settings, out in plans:
         if len(plans) > 1:
@@ -135,13 +142,18 @@ def _sweep(
             print(f"  {progress} FAILED {run.key}: {type(error).__name__}: {error}", flush=True)
             return
         assert row is not None
-        print(
-            f"  {progress} {run.key}: normalized return "
-            f"{row.get('mean_normalized_return', float('nan')):.3f}"
+        summary = (
+            f"normalized return {row.get('mean_normalized_return', float('nan')):.3f}"
             f", cost {row.get('mean_normalized_cost', float('nan')):.3f}"
-            f" (trained {row['train_seconds']:.0f} s)",
-            flush=True,
         )
+        print(
+            f"  {progress} {run.key}: {summary} (trained {row['train_seconds']:.0f} s)", flush=True
+        )
+        if args.commit_rows:
+            try:
+                bench.commit_row(out, run.key, f"{out.name} row {run.key}: {summary}")
+            except bench.RowCommitError as error:  # the row is on disk: the sweep goes on
+                print(f"  {progress} not committed: {error}", flush=True)
 
     rows = bench.run_sweep(
         runs,
@@ -251,6 +263,12 @@ def add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         action="store_true",
         help="first build the benchmark datasets the tasks lack, with their recipes (safe-agents "
         "collect --recipe; 20-40 minutes each on 2 cores)",
+    )
+    bench.add_argument(
+        "--commit-rows",
+        action="store_true",
+        help="commit each row (and OUT/sweep.json) to git as it lands, and nothing else, so a "
+        "sweep longer than one sitting keeps its finished runs; OUT must be a folder git keeps",
     )
     bench.add_argument(
         "--force",
