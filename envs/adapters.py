@@ -19,6 +19,9 @@ from envs import _compat
 from envs.tasks import TaskSpec, get_task
 from envs.toy import ToyReachAvoidEnv
 
+#: km/h per m/s: MetaDrive 0.3+ reports the ego's speed in m/s, DSRL's cost counts km/h.
+KMH_PER_MS = 3.6
+
 
 class CostAdapter(gym.Wrapper):
     """Gymnasium 5-tuple with ``info["cost"]`` as a float, whatever the simulator returns.
@@ -148,7 +151,10 @@ def make_metadrive(**config: Any) -> gym.Env:
     Recreates ``dsrl.offline_metadrive.gym_envs.SafeMetaDriveEnv_FSRL`` (written for an older
     MetaDrive API): one fixed map from a block sequence, randomized hybrid traffic, no accidents,
     and DSRL's cost shaping on top of MetaDrive's crash / out-of-road cost:
-    ``+ max(0, 0.01 * (speed_kmh - 10))`` and ``+ 0.01 * max(0, 0.1 - min(lidar))^2``.
+    ``+ max(0, 0.01 * (speed_kmh - 10))`` and ``+ 0.01 * max(0, 0.1 - min(lidar))^2``. DSRL's
+    MetaDrive (0.2.6) reported ``info["velocity"]`` in km/h; 0.3 and later report m/s, so the
+    speed is converted (safe-agents 0.1.0 did not: its cost charged speed above 36 km/h, at a
+    3.6x smaller slope).
     Episodes end (terminated) on arrival, crash or leaving the road, and are truncated at the
     horizon. ``reset(seed=s)`` always loads the task's one map and seeds the traffic with ``s``.
     MetaDrive allows one environment per process: close it before making another.
@@ -164,7 +170,8 @@ def make_metadrive(**config: Any) -> gym.Env:
     class DSRLSafeMetaDriveEnv(SafeMetaDriveEnv):
         def step(self, actions):
             obs, reward, terminated, truncated, info = super().step(actions)
-            info["velocity_cost"] = max(0.0, 1e-2 * (info["velocity"] - 10.0))
+            # DSRL's threshold and slope are per km/h; info["velocity"] is m/s since MetaDrive 0.3.
+            info["velocity_cost"] = max(0.0, 1e-2 * (KMH_PER_MS * info["velocity"] - 10.0))
             # The last 240 entries of the state observation are the lidar distances.
             info["proximity_cost"] = 1e-2 * max(0.0, 0.1 - float(np.min(obs[-240:]))) ** 2
             info["cost"] = info["cost"] + info["velocity_cost"] + info["proximity_cost"]

@@ -111,11 +111,17 @@ def test_toy_task_costs_only_inside_the_hazard():
 
 @pytest.mark.simulator
 def test_metadrive_runs_offline_and_refuses_to_render_without_assets():
-    env = envs.make("OfflineMetadrive-easysparse-v0", max_episode_steps=5)
+    env = envs.make("OfflineMetadrive-easysparse-v0", max_episode_steps=40)
     try:
         env.reset(seed=0)
         _, _, _, _, info = env.step(np.zeros(2, dtype=np.float32))
         assert {"velocity_cost", "proximity_cost"} <= set(info)
+        # DSRL's speeding cost counts km/h above 10 (MetaDrive 0.2.6's unit; 0.4 reports m/s).
+        for _ in range(20):  # full throttle: past 10 km/h in about a second
+            _, _, _, _, info = env.step(np.array([0.0, 1.0], dtype=np.float32))
+        speed_kmh = env.unwrapped.agent.speed_km_h
+        assert speed_kmh > 10.0
+        assert info["velocity_cost"] == pytest.approx(0.01 * (speed_kmh - 10.0), rel=1e-4)
         if not _compat.metadrive_has_real_assets():
             with pytest.raises(RuntimeError, match="real assets"):
                 env.unwrapped.render()
