@@ -154,7 +154,10 @@ def make_metadrive(**config: Any) -> gym.Env:
     ``+ max(0, 0.01 * (speed_kmh - 10))`` and ``+ 0.01 * max(0, 0.1 - min(lidar))^2``. DSRL's
     MetaDrive (0.2.6) reported ``info["velocity"]`` in km/h; 0.3 and later report m/s, so the
     speed is converted (safe-agents 0.1.0 did not: its cost charged speed above 36 km/h, at a
-    3.6x smaller slope).
+    3.6x smaller slope). Likewise the two entries of the state observation that 0.2.6 filled
+    with the previous step's action (throttle and steering of ``a_{t-1}``) hold the action just
+    taken since MetaDrive 0.4; they are set back to the previous action, so an observation
+    means what it means in DSRL's data.
     Episodes end (terminated) on arrival, crash or leaving the road, and are truncated at the
     horizon. ``reset(seed=s)`` always loads the task's one map and seeds the traffic with ``s``.
     MetaDrive allows one environment per process: close it before making another.
@@ -166,6 +169,29 @@ def make_metadrive(**config: Any) -> gym.Env:
     from metadrive.base_class.randomizable import Randomizable
     from metadrive.envs import SafeMetaDriveEnv
     from metadrive.manager.traffic_manager import TrafficMode
+    from metadrive.obs.state_obs import LidarStateObservation, StateObservation
+
+    class PreviousActionState(StateObservation):
+        """The ego state of MetaDrive 0.2.6: its action entries hold the previous action."""
+
+        def vehicle_state(self, vehicle):
+            state = super().vehicle_state(vehicle)
+            navigation = vehicle.navigation
+            if navigation is None or navigation.current_ref_lanes is None:
+                return state  # no action entries (zeros in their place)
+            # [..., throttle, steering, yaw rate, lateral offset | length + lane-line lidar]
+            tail = 2
+            if self.config["random_agent_model"]:
+                tail += vehicle.config["lane_line_detector"]["num_lasers"]
+            first = len(state) - tail - 2
+            previous = vehicle.last_current_action[0]  # [1] is the action just taken
+            state[first : first + 2] = [min(max((a + 1.0) / 2.0, 0.0), 1.0) for a in previous]
+            return state
+
+    class DSRLObservation(LidarStateObservation):
+        def __init__(self, config):
+            super().__init__(config)
+            self.state_obs = PreviousActionState(config)
 
     class DSRLSafeMetaDriveEnv(SafeMetaDriveEnv):
         def step(self, actions):
@@ -209,6 +235,7 @@ def make_metadrive(**config: Any) -> gym.Env:
         "random_traffic": True,
         "traffic_mode": TrafficMode.Hybrid,
         "crash_vehicle_penalty": 0.0,
+        "agent_observation": DSRLObservation,
         "log_level": logging.WARNING,
     }
     env = DSRLSafeMetaDriveEnv({**defaults, **config})

@@ -122,6 +122,11 @@ def test_metadrive_runs_offline_and_refuses_to_render_without_assets():
         speed_kmh = env.unwrapped.agent.speed_km_h
         assert speed_kmh > 10.0
         assert info["velocity_cost"] == pytest.approx(0.01 * (speed_kmh - 10.0), rel=1e-4)
+        # As in 0.2.6, the observation's action entries (after the two side distances, the
+        # heading difference, the speed and the steering) hold the previous action, scaled.
+        env.step(np.array([-0.5, 0.6], dtype=np.float32))
+        obs, *_ = env.step(np.array([0.3, -0.2], dtype=np.float32))
+        np.testing.assert_allclose(obs[5:7], [0.25, 0.8], atol=1e-6)
         if not _compat.metadrive_has_real_assets():
             with pytest.raises(RuntimeError, match="real assets"):
                 env.unwrapped.render()
