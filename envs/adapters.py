@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 from typing import Any
 
 import gymnasium as gym
@@ -155,7 +156,7 @@ def make_metadrive(**config: Any) -> gym.Env:
     MetaDrive (0.2.6) reported ``info["velocity"]`` in km/h; 0.3 and later report m/s, so the
     speed is converted (safe-agents 0.1.0 did not: its cost charged speed above 36 km/h, at a
     3.6x smaller slope). Likewise the two entries of the state observation that 0.2.6 filled
-    with the previous step's action (throttle and steering of ``a_{t-1}``) hold the action just
+    with the previous step's action (steering and throttle of ``a_{t-1}``) hold the action just
     taken since MetaDrive 0.4; they are set back to the previous action, so an observation
     means what it means in DSRL's data.
     Episodes end (terminated) on arrival, crash or leaving the road, and are truncated at the
@@ -163,33 +164,42 @@ def make_metadrive(**config: Any) -> gym.Env:
     MetaDrive allows one environment per process: close it before making another.
 
     Args:
-        **config: MetaDrive configuration keys; ``max_episode_steps`` sets the horizon.
+        **config: MetaDrive configuration keys; ``max_episode_steps`` sets the horizon. The
+            observation is set (``agent_observation``): a config with ``agent_observation``
+            replaces it, without the previous-action entries; ``image_observation`` is refused.
+
+    Raises:
+        ValueError: ``image_observation=True`` (the tasks observe states, as DSRL's).
     """
+    if config.get("image_observation"):
+        raise ValueError(
+            "the MetaDrive tasks observe states, as DSRL's do: image_observation is not supported"
+        )
     _compat.ensure_metadrive_offline_assets()
     from metadrive.base_class.randomizable import Randomizable
     from metadrive.envs import SafeMetaDriveEnv
     from metadrive.manager.traffic_manager import TrafficMode
     from metadrive.obs.state_obs import LidarStateObservation, StateObservation
 
-    class PreviousActionState(StateObservation):
+    class PreviousActionState(StateObservation):  # type: ignore[misc]
         """The ego state of MetaDrive 0.2.6: its action entries hold the previous action."""
 
-        def vehicle_state(self, vehicle):
-            state = super().vehicle_state(vehicle)
-            navigation = vehicle.navigation
-            if navigation is None or navigation.current_ref_lanes is None:
-                return state  # no action entries (zeros in their place)
-            # [..., throttle, steering, yaw rate, lateral offset | length + lane-line lidar]
-            tail = 2
-            if self.config["random_agent_model"]:
-                tail += vehicle.config["lane_line_detector"]["num_lasers"]
-            first = len(state) - tail - 2
-            previous = vehicle.last_current_action[0]  # [1] is the action just taken
-            state[first : first + 2] = [min(max((a + 1.0) / 2.0, 0.0), 1.0) for a in previous]
+        def vehicle_state(self, vehicle: Any) -> list[float]:
+            # 0.4 reads the action just taken from last_current_action[1] where 0.2.6 read the
+            # previous one from [0]: present [previous, previous] while the state is read, so
+            # every configuration's layout (detectors, agent model) is MetaDrive's own.
+            actions = vehicle.last_current_action
+            vehicle.last_current_action = deque([actions[0], actions[0]], maxlen=actions.maxlen)
+            try:
+                state: list[float] = super().vehicle_state(vehicle)
+            finally:
+                vehicle.last_current_action = actions
             return state
 
-    class DSRLObservation(LidarStateObservation):
-        def __init__(self, config):
+    class DSRLObservation(LidarStateObservation):  # type: ignore[misc]
+        """MetaDrive's lidar-and-state observation with 0.2.6's ego state."""
+
+        def __init__(self, config: Any) -> None:
             super().__init__(config)
             self.state_obs = PreviousActionState(config)
 

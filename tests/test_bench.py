@@ -213,7 +213,15 @@ def _git(repo: Path, *args: str) -> str:
     return result.stdout
 
 
-def _repository(path: Path) -> Path:
+@pytest.fixture
+def repository(tmp_path, monkeypatch):
+    """A fresh git repository, the user's and the system's git configuration out of the way."""
+    for name in ("GIT_DIR", "GIT_INDEX_FILE", "GIT_WORK_TREE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", os.devnull)
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path))  # tmp_path is no work tree
+    path = tmp_path / "repo"
     path.mkdir()
     _git(path, "init", "-q")
     _git(path, "config", "user.email", "tests@example.com")
@@ -224,20 +232,21 @@ def _repository(path: Path) -> Path:
     return path
 
 
-def test_commit_rows_commits_each_row_and_nothing_else(tmp_path, capsys):
-    repo = _repository(tmp_path / "repo")
+def test_commit_rows_commits_the_rows_and_nothing_else(repository, tmp_path, capsys, monkeypatch):
+    repo = repository
+    monkeypatch.chdir(repo)  # --out relative to the working directory
     # Someone's work in progress in the same checkout: staged and unstaged changes.
     (repo / "staged.txt").write_text("mine")
     _git(repo, "add", "staged.txt")
     (repo / ".gitignore").write_text("ignored/\nmore/\n")
-    out = repo / "results" / "sweep"
     argv = ["bench", "--algos", "bc_all,bc_safe", "--tasks", TOY, "--seeds", "1"]
-    argv += ["--steps", "20", "--episodes", "1", "--workers", "1", "--no-save-agents"]
-    assert main([*argv, "--out", str(out), "--commit-rows"]) == 0
+    argv += ["--episodes", "1", "--workers", "1", "--no-save-agents", "--commit-rows"]
+    assert main([*argv, "--steps", "20", "--out", "results/sweep"]) == 0
     assert "not committed" not in capsys.readouterr().out
     log = _git(repo, "log", "--format=%s").splitlines()
-    assert len(log) == 3 and log[-1] == "start"
     assert log[0].startswith(f"sweep row bc_safe__{TOY}__seed0: normalized return ")
+    assert log[1].startswith(f"sweep row bc_all__{TOY}__seed0: normalized return ")
+    assert log[2:] == ["sweep: sweep of 2 runs, 2 to do", "start"]
     committed = set(_git(repo, "ls-tree", "-r", "--name-only", "HEAD").split())
     assert committed == {
         ".gitignore",
@@ -249,11 +258,33 @@ def test_commit_rows_commits_each_row_and_nothing_else(tmp_path, capsys):
     assert _git(repo, "diff", "HEAD", "--", "results") == ""
     assert _git(repo, "diff", "--cached", "--name-only").split() == ["staged.txt"]
     assert _git(repo, "diff", "--name-only").split() == [".gitignore"]
+    # Other settings, forced: the discarded rows leave the commits too, not just the disk.
+    assert (
+        main([*argv, "--algos", "bc_all", "--steps", "21", "--out", "results/sweep", "--force"])
+        == 0
+    )
+    committed = set(_git(repo, "ls-tree", "-r", "--name-only", "HEAD", "results").split())
+    assert committed == {
+        "results/sweep/sweep.json",
+        f"results/sweep/rows/bc_all__{TOY}__seed0.json",
+    }
+    assert (
+        json.loads(_git(repo, "show", f"HEAD:results/sweep/rows/bc_all__{TOY}__seed0.json"))[
+            "n_steps"
+        ]
+        == 21
+    )
+    # Nothing new to commit: no empty commit.
+    head = _git(repo, "rev-parse", "HEAD")
+    assert bench.commit_rows(repo / "results" / "sweep", "again") is None
+    assert _git(repo, "rev-parse", "HEAD") == head
     # Refused before any run: a folder outside a work tree, and one git ignores.
-    for folder in (tmp_path / "elsewhere", repo / "ignored" / "sweep"):
-        assert main([*argv, "--out", str(folder), "--commit-rows"]) == 2
-        err = capsys.readouterr().err
-        assert "--commit-rows:" in err and ("not inside a git work tree" in err or "ignores" in err)
+    for folder, reason in (
+        (tmp_path / "elsewhere", "not inside a git work tree"),
+        (repo / "ignored" / "sweep", "git ignores"),
+    ):
+        assert main([*argv, "--steps", "20", "--out", str(folder)]) == 2
+        assert reason in capsys.readouterr().err
         assert not (folder / "rows").exists()
 
 

@@ -135,6 +135,43 @@ def test_metadrive_runs_offline_and_refuses_to_render_without_assets():
 
 
 @pytest.mark.simulator
+@pytest.mark.parametrize(
+    "detectors",
+    [{}, {"lane_line_detector": {"num_lasers": 6, "distance": 20}}],
+    ids=["dsrl", "lane-line-lidar"],
+)
+def test_metadrive_observation_holds_the_previous_action_in_any_layout(detectors):
+    """Against MetaDrive 0.4's own ego state, exactly the two action entries differ: they hold
+    the previous action (0.2.6's), where 0.4 puts the action just taken."""
+    from metadrive.obs.state_obs import StateObservation
+
+    env = envs.make(
+        "OfflineMetadrive-easysparse-v0", max_episode_steps=10, vehicle_config=detectors
+    )
+    try:
+        env.reset(seed=0)
+        previous, current = np.array([-0.5, 0.6]), np.array([0.3, -0.2])
+        env.step(previous.astype(np.float32))
+        env.step(current.astype(np.float32))
+        unwrapped = env.unwrapped
+        (observation,) = unwrapped.observations.values()
+        ours = np.array(observation.state_obs.vehicle_state(unwrapped.agent))
+        theirs = np.array(StateObservation.vehicle_state(observation.state_obs, unwrapped.agent))
+        differ = np.flatnonzero(~np.isclose(ours, theirs))
+        assert len(differ) == 2 and differ[1] == differ[0] + 1
+        np.testing.assert_allclose(ours[differ], (previous + 1) / 2, atol=1e-6)
+        np.testing.assert_allclose(theirs[differ], (current + 1) / 2, atol=1e-6)
+    finally:
+        env.close()
+
+
+@pytest.mark.simulator
+def test_metadrive_refuses_image_observations():
+    with pytest.raises(ValueError, match="observe states"):
+        envs.make("OfflineMetadrive-easysparse-v0", image_observation=True)
+
+
+@pytest.mark.simulator
 def test_bullet_tasks_run_while_stdout_is_a_python_buffer():
     # bullet-safety-gym redirects stdout by file descriptor around every env constructor; a
     # stdout without one (a StringIO, pytest's capsys, some notebooks) made it raise.

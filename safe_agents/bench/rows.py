@@ -3,14 +3,15 @@
 ``<out>/rows/<agent>__<task>__seed<seed>.json`` is a run's result row (its presence marks the
 run finished), ``<out>/agents/<key>.zip`` the trained agent, ``<out>/work/<key>/`` the
 checkpoint of a run under way. :func:`write_result` writes the JSON result of a benchmark
-script that measures something other than a sweep (speed, datasets). :func:`commit_row` commits
-a finished row to the git repository holding the folder, so a long sweep's results are kept as
+script that measures something other than a sweep (speed, datasets). :func:`commit_rows` commits
+the finished rows to the git repository holding the folder, so a long sweep's results are kept as
 they come (``safe-agents bench --commit-rows``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from pathlib import Path
@@ -83,13 +84,33 @@ def _git_revision() -> str | None:
 
 
 class RowCommitError(RuntimeError):
-    """A row could not be committed (the message gives git's answer)."""
+    """A sweep folder's rows could not be committed (the message gives git's answer)."""
 
 
-def _git(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["git", *args], capture_output=True, text=True, timeout=60, cwd=folder, check=False
-    )
+# Automated commits: no signing prompt to wait on, git's messages in English whatever the
+# locale; pathspecs taken literally (a folder named "res[1]" is not a pattern) where a command
+# takes pathspecs (check-ignore takes plain paths and refuses the option).
+_GIT = ["git", "-c", "commit.gpgsign=false"]
+
+
+def _git(folder: Path, *args: str, literal: bool = True) -> subprocess.CompletedProcess[str]:
+    command = [*_GIT, "--literal-pathspecs", *args] if literal else [*_GIT, *args]
+    try:
+        return subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=folder,
+            check=False,
+            env={**os.environ, "LC_ALL": "C"},
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        raise RowCommitError(f"git {' '.join(args[:1])} failed in {folder}: {error}") from error
+
+
+def _answer(result: subprocess.CompletedProcess[str]) -> str:
+    return (result.stderr or result.stdout).strip() or f"exit status {result.returncode}"
 
 
 def check_committable(out_dir: str | Path) -> Path:
@@ -99,61 +120,69 @@ def check_committable(out_dir: str | Path) -> Path:
 
     Raises:
         RowCommitError: git is missing, ``out_dir`` is outside a work tree, or git ignores its
-            rows (``.gitignore``): each message says which.
+            rows or its ``sweep.json`` (``.gitignore``): each message says which.
     """
     out = Path(out_dir).resolve()
     folder = next(parent for parent in (out, *out.parents) if parent.is_dir())
-    try:
-        top = _git(folder, "rev-parse", "--show-toplevel")
-    except (OSError, subprocess.SubprocessError) as error:
-        raise RowCommitError(f"cannot run git to commit the rows of {out_dir}: {error}") from error
+    top = _git(folder, "rev-parse", "--show-toplevel")
     if top.returncode != 0:
         raise RowCommitError(
-            f"{out_dir} is not inside a git work tree, so its rows cannot be committed"
+            f"{out_dir} is not inside a git work tree, so its rows cannot be committed "
+            f"(git: {_answer(top)})"
         )
-    root = Path(top.stdout.strip())
-    probe = (out / "rows" / "probe.json").relative_to(root)
-    if _git(root, "check-ignore", "-q", "--no-index", str(probe)).returncode == 0:
-        raise RowCommitError(
-            f"git ignores {out / 'rows'} (.gitignore), so its rows cannot be committed; "
-            "sweep into a folder git keeps"
-        )
+    root = Path(top.stdout.rstrip("\n"))
+    for probe in (out / "rows" / "probe.json", out / "sweep.json"):
+        path = str(probe.relative_to(root))
+        ignored = _git(root, "check-ignore", "-q", "--no-index", path, literal=False)
+        if ignored.returncode == 0:
+            raise RowCommitError(
+                f"git ignores {probe.parent if probe.name == 'probe.json' else probe} "
+                "(.gitignore), so the rows cannot be committed; sweep into a folder git keeps"
+            )
+        if ignored.returncode != 1:
+            raise RowCommitError(f"git check-ignore failed in {root}: {_answer(ignored)}")
     return root
 
 
-def commit_row(out_dir: str | Path, key: str, message: str, attempts: int = 5) -> str:
-    """Commit run ``key``'s row (and the folder's ``sweep.json``), and nothing else.
+def commit_rows(out_dir: str | Path, message: str, attempts: int = 5) -> str | None:
+    """Commit a sweep folder's rows as they are on disk (added, changed and deleted ones) and
+    its ``sweep.json``, and nothing else.
 
-    Other changes of the work tree, staged or not, are left as they are (``git commit --only``),
-    so the rows of a sweep running in the background can be committed while someone works in
-    the same checkout. A commit that meets another git command's lock is tried again, up to
-    ``attempts`` times a second apart. Returns the new commit's hash.
+    Other changes of the work tree, staged or not, are left as they are (``git commit
+    --only``), so the rows of a sweep running in the background can be committed while someone
+    works in the same checkout; rows an earlier call could not commit go with the next. The
+    commit skips hooks and signing. One that meets another git command's lock is tried again,
+    up to ``attempts`` times a second apart; one that fails unstages what it staged.
+
+    Returns:
+        The new commit's hash, or None when the committed rows are already those on disk.
 
     Raises:
-        RowCommitError: the row does not exist, or git refused (its message is quoted).
+        RowCommitError: git refused (its answer is quoted) or could not run.
     """
     out = Path(out_dir).resolve()
-    row = out / "rows" / f"{key}.json"
-    if not row.is_file():
-        raise RowCommitError(f"no row {row} to commit")
     root = check_committable(out)
-    paths = [str(row.relative_to(root))]
-    if (out / "sweep.json").is_file():
-        paths.append(str((out / "sweep.json").relative_to(root)))
+    candidates = [out / "rows", out / "sweep.json"]
+    tracked = _git(root, "ls-files", "--", *(str(p.relative_to(root)) for p in candidates))
+    paths = [
+        str(path.relative_to(root))
+        for path in candidates
+        if path.exists() or str(path.relative_to(root)) in tracked.stdout
+    ]
+    if not paths:
+        return None
     answer = ""
     for attempt in range(attempts):
-        added = _git(root, "add", "--", *paths)
-        result = (
-            added
-            if added.returncode
-            else _git(root, "commit", "-m", message, "--only", "--", *paths)
-        )
+        result = _git(root, "add", "--all", "--", *paths)
         if result.returncode == 0:
-            return _git(root, "rev-parse", "HEAD").stdout.strip()
-        answer = (result.stderr or result.stdout).strip()
-        if "nothing to commit" in answer or "no changes added" in answer:
-            return _git(root, "rev-parse", "HEAD").stdout.strip()  # committed already
+            if _git(root, "diff", "--cached", "--quiet", "HEAD", "--", *paths).returncode == 0:
+                return None  # nothing new
+            result = _git(root, "commit", "--no-verify", "-m", message, "--only", "--", *paths)
+            if result.returncode == 0:
+                return _git(root, "rev-parse", "HEAD").stdout.strip()
+        answer = _answer(result)
         if ".lock" not in answer or attempt == attempts - 1:
             break
         time.sleep(1.0)
-    raise RowCommitError(f"git did not commit {row}: {answer}")
+    _git(root, "reset", "-q", "--", *paths)  # leave the index as it was
+    raise RowCommitError(f"git did not commit the rows of {out_dir}: {answer}")

@@ -83,9 +83,8 @@ def plan_runs(agents: Sequence[str], tasks: Sequence[str], seeds: Iterable[int])
     """Every (agent, task, seed), agents and tasks checked against their registries.
 
     In the order a sweep starts them: task by task, within a task seed by seed, every agent at
-    each seed, so a sweep stopped part-way leaves whole tasks (and whole seeds of the task under
-    way) finished, ready to compare. Agent names are normalized to the registered ones
-    (``bc-safe`` -> ``bc_safe``).
+    each seed, so a sweep stopped part-way has finished mostly whole tasks, ready to compare.
+    Agent names are normalized to the registered ones (``bc-safe`` -> ``bc_safe``).
 
     Raises:
         ValueError: an unknown agent name, listing the registered ones.

@@ -24,8 +24,8 @@ def cmd_bench(args: argparse.Namespace) -> None:
     data origin, budgets) is refused, as its rows would mix with the old ones in one table;
     --force discards the old rows those settings would not reproduce, then runs the sweep. One
     sweep at a time writes a folder. The report (OUT/report.md, report.csv, plots/) is rendered
-    at the end, and again any time by `safe-agents report OUT`. --commit-rows commits each row
-    to git as it lands, and nothing else, so a sweep longer than one sitting keeps its results.
+    at the end, and again any time by `safe-agents report OUT`. --commit-rows commits OUT's rows
+    to git as each lands, and nothing else, so a sweep longer than one sitting keeps its results.
 
     --configs SET runs a config set: a folder whose sweep.toml names the agents, tasks, seeds
     and settings (options given here win) beside its <agent>.toml budgets, into bench/SET by
@@ -124,9 +124,17 @@ def _sweep(
     reported = [0]
     planned = [0]
 
+    def commit(message: str, progress: str) -> None:
+        try:
+            bench.commit_rows(out, message)
+        except bench.RowCommitError as error:  # the rows are on disk: the sweep goes on
+            print(f"  {progress} not committed (the next commit retries): {error}", flush=True)
+
     def on_start(todo: Sequence[Run]) -> None:
         # Printed once the folder is locked and its settings checked: the count is then true.
         planned[0] = len(todo)
+        if args.commit_rows:  # the folder as prepared: its settings, rows --force discarded
+            commit(f"{out.name}: sweep of {len(runs)} runs, {len(todo)} to do", "[start]")
         print(
             f"{len(runs)} runs ({len(runs) - len(todo)} already finished in {out}), "
             f"{args.workers} worker(s){' on Ray ' + args.ray if args.ray else ''}, "
@@ -150,10 +158,7 @@ def _sweep(
             f"  {progress} {run.key}: {summary} (trained {row['train_seconds']:.0f} s)", flush=True
         )
         if args.commit_rows:
-            try:
-                bench.commit_row(out, run.key, f"{out.name} row {run.key}: {summary}")
-            except bench.RowCommitError as error:  # the row is on disk: the sweep goes on
-                print(f"  {progress} not committed: {error}", flush=True)
+            commit(f"{out.name} row {run.key}: {summary}", progress)
 
     rows = bench.run_sweep(
         runs,
@@ -267,8 +272,8 @@ def add_bench(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     bench.add_argument(
         "--commit-rows",
         action="store_true",
-        help="commit each row (and OUT/sweep.json) to git as it lands, and nothing else, so a "
-        "sweep longer than one sitting keeps its finished runs; OUT must be a folder git keeps",
+        help="commit OUT's rows (and OUT/sweep.json) to git as each lands, and nothing else, so "
+        "a sweep longer than one sitting keeps its finished runs; OUT must be a folder git keeps",
     )
     bench.add_argument(
         "--force",
