@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -176,7 +177,10 @@ def test_the_report_renders_crafted_rows(tmp_path):
         path.parent.mkdir(exist_ok=True)
         path.write_text(json.dumps(row))
     paths = bench.write_report(tmp_path)
-    assert paths["markdown"].read_text().strip() == markdown + "\n\n" + "\n".join(notes)
+    # Nothing fails (no paper agent unsafe, no bc_safe to compare FISOR with): no failures.
+    assert paths["markdown"].read_text().strip() == (
+        markdown + "\n\n" + "\n".join(notes) + "\n\n" + bench.compute_note(CRAFTED)
+    )
     assert sorted(p.name for p in paths["plots"].glob("*.png")) == ["TaskA.png", "TaskB.png"]
     svg = (paths["plots"] / "TaskA.svg").read_text()
     # The legend says how many seeds each point averages, the title which data.
@@ -193,6 +197,88 @@ def test_the_report_never_hides_which_data_a_task_used():
         "TaskB": "DSRL + built locally (mixed)",
     }
     assert "| TaskB | DSRL + built locally (mixed) |" in bench.markdown_table(mixed)
+
+
+def with_curve(row: dict, points: list[tuple[int, float, float]], seconds: float = 3600.0):
+    curve = [{"step": s, "normalized_return": r, "normalized_cost": c} for s, r, c in points]
+    return {**row, "curve": curve, "train_seconds": seconds, "eval_seconds": seconds / 2}
+
+
+FAILING = [
+    # FISOR: safe on TaskA but below BC-Safe; unsafe on TaskB. SPI unsafe on TaskA.
+    with_curve(crafted_row("fisor", "TaskA", 0, 0.2, 0.0, "bullet"), [(5, 0.1, 0.0), (10, 0.2, 0)]),
+    with_curve(crafted_row("fisor", "TaskA", 1, 0.4, 0.0, "bullet"), [(5, 0.3, 0.0), (10, 0.4, 0)]),
+    crafted_row("bc_safe", "TaskA", 0, 0.5, 0.0, "bullet"),
+    crafted_row("spi", "TaskA", 0, 0.9, 3.0, "bullet"),
+    crafted_row("fisor", "TaskB", 0, 0.6, 1.5, "toy"),
+    crafted_row("bc_safe", "TaskB", 0, 0.5, 0.0, "toy"),
+    # Unsafe, but not one of the papers' methods: not listed.
+    crafted_row("cpq", "TaskB", 0, 0.9, 9.0, "toy"),
+]
+
+
+def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
+    failures = bench.find_failures(FAILING)
+    assert [(f.agent, f.task, f.reasons) for f in failures] == [
+        ("fisor", "TaskA", ("return 0.30 below bc_safe's 0.50",)),
+        ("spi", "TaskA", ("unsafe (cost 3.00)",)),
+        ("fisor", "TaskB", ("unsafe (cost 1.50)",)),
+    ]
+    (tmp_path / bench.DIAGNOSES_FILE).write_text(
+        '[fisor."TaskA"]\nkind = "budget"\ntext = """The curve still\n  climbs."""\n'
+        '[dspo."TaskA"]\nkind = "bug"\ntext = "fixed"\n'
+    )
+    diagnoses = bench.load_diagnoses(tmp_path / bench.DIAGNOSES_FILE)
+    assert diagnoses[("fisor", "TaskA")] == bench.Diagnosis("budget", "The curve still climbs.")
+    section = bench.failures_section(FAILING, diagnoses).splitlines()
+    assert "3 cells, 1 diagnosed" in section[2]
+    at = section.index("### fisor on TaskA: return 0.30 below bc_safe's 0.50")
+    assert section[at + 2 : at + 5] == [
+        "- Final: 0.30 / 0.00 over 2 seeds (seed 0 0.20 / 0.00, seed 1 0.40 / 0.00).",
+        "- Curve: 5 0.20 / 0.00, 10 0.30 / 0.00.",
+        "- Diagnosis: **the budget (the curve had not levelled off).** The curve still climbs.",
+    ]
+    assert section[section.index("### spi on TaskA: unsafe (cost 3.00)") + 3] == (
+        "- Curve: not recorded."
+    )
+    assert section.count("- Diagnosis: **not diagnosed yet.**") == 2
+    # A diagnosis whose cell no longer fails is called out, not silently kept.
+    assert section[-1] == "- dspo on TaskA"
+    assert bench.failures_section([FAILING[2], *FAILING[5:]], {}) == ""
+
+    for row in FAILING:
+        path = tmp_path / "rows" / f"{row['agent']}__{row['task']}__seed{row['seed']}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps(row))
+    report = bench.write_report(tmp_path)["markdown"].read_text()
+    assert report.endswith(bench.failures_section(FAILING, diagnoses) + "\n")
+    assert "Compute: 7 runs, 3.0 worker-hours (2.0 training" in report
+    assert "5 rows without timings" in report
+    headline = bench.headline_table([{**row, "n_steps": 10} for row in FAILING], "sweep")
+    assert "- Failures: 3 cells need a diagnosis" in headline
+    assert "0 of 3 diagnosed, in `sweep/report.md`" in headline
+    headline = bench.headline_table(
+        [{**row, "n_steps": 10} for row in FAILING], "sweep", None, diagnoses
+    )
+    assert "1 of 3 diagnosed" in headline
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("[fisor", "is not valid TOML"),
+        ("fisor = 1", "must hold one table per task"),
+        ("[fisor]\nTaskA = 1", "must be a table with kind and text"),
+        ('[fisor.TaskA]\nkind = "luck"\ntext = "x"', "kind 'luck' is not one of bug"),
+        ('[fisor.TaskA]\nkind = "data"\ntext = " "', "text is missing or empty"),
+        ('[fisor.TaskA]\nkind = "data"\ntext = "x"\nseed = 1', "unknown keys seed"),
+    ],
+)
+def test_a_malformed_diagnoses_file_is_refused_by_name(tmp_path, text, problem):
+    path = tmp_path / bench.DIAGNOSES_FILE
+    path.write_text(text)
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        bench.load_diagnoses(path)
 
 
 def test_runs_are_planned_task_by_task_then_seed_by_seed():
@@ -577,8 +663,20 @@ def test_headline_table_counts_safe_tasks_and_says_where_rows_came_from(tmp_path
     for row in rows:
         name = f"{row['agent']}__{row['task']}__seed{row['seed']}.json"
         (tmp_path / "sweep" / "rows" / name).write_text(json.dumps(row))
+    planned = [{k: row[k] for k in ("agent", "task", "seed")} for row in rows]
+    planned.append({"agent": "fisor", "task": "OfflineCarCircle-v0", "seed": 0})
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({"runs": planned}))
     assert bench.update_headline(document) == ["sweep"]
-    assert "STALE" not in document.read_text() and text in document.read_text()
+    assert "STALE" not in document.read_text()
+    # The headline says how much of the sweep's plan has finished.
+    progress = (
+        "- Progress: 4 of the 5 runs of the sweep's plan have finished; cells of unfinished "
+        "runs average fewer seeds, and 1 planned task has no rows yet."
+    )
+    assert document.read_text().count(progress) == 1
+    assert "- Progress: all 4 runs of the sweep's plan have finished." in bench.headline_table(
+        rows, "sweep", planned[:4]
+    )
     with pytest.raises(ValueError, match="has no headline block"):
         bench.update_headline(tmp_path / "sweep" / "rows" / name)
 

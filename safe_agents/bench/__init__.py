@@ -43,8 +43,9 @@ settings, profiles), :mod:`~safe_agents.bench.budgets` (each run's budget),
 folder's record and lock), :mod:`~safe_agents.bench.runs` (one run: checkpoints, curves),
 :mod:`~safe_agents.bench.sweep` (workers and Ray), :mod:`~safe_agents.bench.rows` (the
 folder's files), :mod:`~safe_agents.bench.report`, :mod:`~safe_agents.bench.plots` and
-:mod:`~safe_agents.bench.headline` (tables and figures), :mod:`~safe_agents.bench.publish`
-(a folder's report files), and :mod:`~safe_agents.bench.measure`
+:mod:`~safe_agents.bench.headline` (tables and figures), :mod:`~safe_agents.bench.failures`
+(the cells that need a diagnosis, and theirs), :mod:`~safe_agents.bench.publish` (a folder's
+report files), and :mod:`~safe_agents.bench.measure`
 (timings for the scripts that measure speed). Every name below is importable from
 ``safe_agents.bench``.
 """
@@ -53,6 +54,15 @@ from __future__ import annotations
 
 from safe_agents.bench.budgets import STAGE_STEPS, budget
 from safe_agents.bench.config_sets import SWEEP_FILE, ConfigSet, load_config_sets
+from safe_agents.bench.failures import (
+    DIAGNOSES_FILE,
+    PAPER_AGENTS,
+    Diagnosis,
+    Failure,
+    failures_section,
+    find_failures,
+    load_diagnoses,
+)
 from safe_agents.bench.folder import SHARED_SETTINGS, read_settings
 from safe_agents.bench.folder import _folder_lock as _folder_lock
 from safe_agents.bench.headline import (
@@ -68,6 +78,7 @@ from safe_agents.bench.publish import write_report
 from safe_agents.bench.report import (
     NOT_RECORDED,
     Cell,
+    compute_note,
     csv_table,
     data_labels,
     data_notes,
@@ -100,16 +111,20 @@ from safe_agents.bench.sweep import OnRow, OnStart, run_sweep
 
 __all__ = [
     "CURVE_SEED",
+    "DIAGNOSES_FILE",
     "EVAL_SEED",
     "HEADLINE_BEGIN",
     "HEADLINE_END",
     "NOT_RECORDED",
+    "PAPER_AGENTS",
     "PROFILE_PRESETS",
     "SHARED_SETTINGS",
     "STAGE_STEPS",
     "SWEEP_FILE",
     "Cell",
     "ConfigSet",
+    "Diagnosis",
+    "Failure",
     "OnRow",
     "OnStart",
     "RowCommitError",
@@ -120,15 +135,19 @@ __all__ = [
     "budget",
     "check_committable",
     "commit_rows",
+    "compute_note",
     "csv_table",
     "curves",
     "data_labels",
     "data_notes",
     "execute",
+    "failures_section",
+    "find_failures",
     "finished",
     "headline_table",
     "latency_ms",
     "load_config_sets",
+    "load_diagnoses",
     "load_rows",
     "machine_description",
     "markdown_table",

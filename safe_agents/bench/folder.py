@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 
 # The settings every row of a folder shares. ``configs`` is compared through the budgets it
 # gives (where the files live changes no run), and ``save_agents`` changes no row.
+# The folder's record of its settings, budgets and planned runs.
+RECORD_FILE = "sweep.json"
 SHARED_SETTINGS = ("profile", "episodes", "eval_seed", "overrides", "n_safe_demos", "data_origin")
 
 
@@ -84,7 +86,7 @@ def read_settings(out_dir: str | Path) -> SweepSettings:
     Raises:
         ValueError: the folder has no record, or an unreadable one.
     """
-    path = Path(out_dir) / "sweep.json"
+    path = Path(out_dir) / RECORD_FILE
     if not path.is_file():
         raise ValueError(f"{out_dir} has no sweep.json: not a folder safe-agents bench wrote")
     return _FolderRecord.read(path).settings
@@ -141,7 +143,7 @@ def _stale_rows(
 ) -> tuple[_FolderRecord | None, set[str], list[str]]:
     """``(record, stale, reasons)``: the folder's record (``None`` when it has none), the keys
     of its rows the new settings would not reproduce, and why, one phrase per difference."""
-    path = out / "sweep.json"
+    path = out / RECORD_FILE
     if not path.is_file():
         reason = "it has rows but no sweep.json recording their settings"
         return None, set(done), [reason] if done else []

@@ -7,12 +7,22 @@ A document marks where the table goes with ``<!-- headline: FOLDER -->`` and
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from safe_agents.bench.report import NOT_RECORDED, _averages, data_labels, table
+from safe_agents.bench.failures import (
+    DIAGNOSES_FILE,
+    FISOR_FLOOR_AGENT,
+    PAPER_AGENTS,
+    Diagnosis,
+    find_failures,
+    load_diagnoses,
+)
+from safe_agents.bench.folder import RECORD_FILE
+from safe_agents.bench.report import NOT_RECORDED, _averages, compute_note, data_labels, table
 from safe_agents.bench.rows import load_rows
 from safe_agents.common.fileio import atomic_write
 
@@ -36,14 +46,63 @@ def _recorded(rows: Sequence[dict[str, Any]], key: str, width: int | None = None
     return text + (f" (not recorded in {missing} of {len(rows)} rows)" if missing else "")
 
 
-def headline_table(rows: Sequence[dict[str, Any]], source: str) -> str:
+def _revisions(rows: Sequence[dict[str, Any]]) -> str:
+    """The code revisions the rows were made at: all of them when few, else the first and last.
+
+    A sweep that commits its rows as they come makes each row at a new revision (the one that
+    committed the row before it), so a long sweep has as many revisions as rows.
+    """
+    finished = sorted(
+        (str(row.get("finished", "")), str(row["git_revision"])[:7])
+        for row in rows
+        if row.get("git_revision")
+    )
+    revisions = list(dict.fromkeys(revision for _, revision in finished))
+    if len(revisions) <= 3:
+        return _recorded(rows, "git_revision", 7)
+    missing = len(rows) - len(finished)
+    return (
+        f"{len(revisions)} revisions, from {revisions[0]} (first row) to {revisions[-1]} "
+        "(last row)" + (f", not recorded in {missing} of {len(rows)} rows" if missing else "")
+    )
+
+
+def _progress(rows: Sequence[dict[str, Any]], planned: Sequence[dict[str, Any]]) -> str:
+    """How much of the sweep's plan (``sweep.json``'s runs) the rows cover."""
+    keys = {(run["agent"], run["task"], run["seed"]) for run in planned}
+    done = keys & {(row["agent"], row["task"], row["seed"]) for row in rows}
+    if done == keys:
+        return f"Progress: all {len(keys)} runs of the sweep's plan have finished."
+    tasks = {task for _, task, _ in keys} - {task for _, task, _ in done}
+    return (
+        f"Progress: {len(done)} of the {len(keys)} runs of the sweep's plan have finished; "
+        "cells of unfinished runs average fewer seeds"
+        + (
+            f", and {len(tasks)} planned task{'s have' if len(tasks) > 1 else ' has'} no rows yet"
+            if tasks
+            else ""
+        )
+        + "."
+    )
+
+
+def headline_table(
+    rows: Sequence[dict[str, Any]],
+    source: str,
+    planned: Sequence[dict[str, Any]] | None = None,
+    diagnoses: Mapping[tuple[str, str], Diagnosis] | None = None,
+) -> str:
     """The README's results table, generated from a sweep's rows (never copied by hand).
 
     One line per agent: normalized return / normalized cost per task (mean over seeds of the
     mean over episodes; bold when unsafe), the number of tasks where the agent is safe, and
     the average per simulator with more than one task and over all tasks. Under the table: how
-    many seeds and episodes, the profile, when, on which machine and at which code revision the
-    rows were made, and which data each task's agents were trained on.
+    many seeds and episodes, the profile, when, on which machine and at which code revisions the
+    rows were made, what they cost, how many cells need a diagnosis
+    (:func:`~safe_agents.bench.failures.find_failures`), and which data each task's agents were
+    trained on. With ``planned`` (the runs ``sweep.json`` lists), also how many of them have
+    finished; with ``diagnoses`` (the folder's ``diagnoses.toml``), how many failing cells have
+    one.
     """
     cells = table(rows)
     tasks = list(cells)
@@ -89,8 +148,19 @@ def headline_table(rows: Sequence[dict[str, Any]], source: str) -> str:
         )
         + ".",
         f"- Run on: {_recorded(rows, 'finished', 10)}; machine: {_recorded(rows, 'machine')}; "
-        f"code revision: {_recorded(rows, 'git_revision', 7)}.",
+        f"code revision: {_revisions(rows)}.",
+        f"- {compute_note(rows)}",
     ]
+    if planned:
+        notes.append(f"- {_progress(rows, planned)}")
+    failures = find_failures(rows)
+    if failures:
+        diagnosed = sum(1 for f in failures if (f.agent, f.task) in (diagnoses or {}))
+        notes.append(
+            f"- Failures: {len(failures)} cells need a diagnosis (unsafe cells of "
+            f"{', '.join(PAPER_AGENTS)}; tasks where fisor earns less than {FISOR_FLOOR_AGENT}); "
+            f"{diagnosed} of {len(failures)} diagnosed, in `{source}/report.md`."
+        )
     for task in tasks:
         provenance = _recorded([r for r in rows if r["task"] == task], "data_provenance")
         # Evaluation labels the range "<what> of the training data: <provenance>": said above.
@@ -111,7 +181,8 @@ def render_headlines(text: str, base: str | Path) -> tuple[str, list[str]]:
     """``text`` with each headline block regenerated from its folder (relative to ``base``).
 
     A block starts with ``<!-- headline: FOLDER -->`` and ends with ``<!-- /headline -->``;
-    what lies between is replaced by :func:`headline_table` of FOLDER's rows.
+    what lies between is replaced by :func:`headline_table` of FOLDER's rows and of the runs
+    its ``sweep.json`` plans, with the count of diagnoses in its ``diagnoses.toml``.
 
     Returns:
         The new text and the folders its blocks were generated from.
@@ -127,8 +198,11 @@ def render_headlines(text: str, base: str | Path) -> tuple[str, list[str]]:
         if not rows:
             raise ValueError(f"the headline's folder {source} has no result rows")
         sources.append(source)
+        record = Path(base) / source / RECORD_FILE
+        planned = json.loads(record.read_text()).get("runs") if record.is_file() else None
+        diagnoses = load_diagnoses(Path(base) / source / DIAGNOSES_FILE)
         begin = HEADLINE_BEGIN.format(source=source)
-        return f"{begin}\n{headline_table(rows, source)}\n{HEADLINE_END}"
+        return f"{begin}\n{headline_table(rows, source, planned, diagnoses)}\n{HEADLINE_END}"
 
     return _HEADLINE_MARK.sub(render, text), sources
 

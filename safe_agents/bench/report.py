@@ -115,6 +115,25 @@ def data_notes(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def compute_note(rows: Sequence[dict[str, Any]]) -> str:
+    """What the rows cost: runs, and worker-hours of training and evaluation summed over runs.
+
+    The sum over runs, not the wall time: a sweep with two workers takes about half of it.
+    Rows without timings (written before they were recorded) are counted apart.
+    """
+    timed = [row for row in rows if "train_seconds" in row]
+    train = sum(row["train_seconds"] for row in timed) / 3600
+    evaluate = sum(row.get("eval_seconds", 0.0) for row in timed) / 3600
+    untimed = len(rows) - len(timed)
+    return (
+        f"Compute: {len(rows)} runs, {train + evaluate:.1f} worker-hours "
+        f"({train:.1f} training with its curve evaluations, {evaluate:.1f} final evaluation; "
+        "summed over runs, so parallel workers take less wall time)"
+        + (f"; {untimed} rows without timings" if untimed else "")
+        + "."
+    )
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The papers' table: one row per task, one reward/cost column pair per agent.
 
