@@ -20,9 +20,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 import envs
 from envs.datasets import dataset_locations
 from envs.plots import plot_dataset
+from safe_agents.baselines.cdt import returns_to_go
 from safe_agents.bench import write_result
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +55,18 @@ def shown(path: Path) -> str:
         return str(path)
 
 
+def cost_free_rest_fraction(dataset: envs.OfflineDataset) -> float:
+    """The fraction of steps from which the logged episode incurs no more cost.
+
+    A lower bound, in the data's own terms, on the states FISOR's hard constraint can call
+    feasible (some in-data continuation never violates again): its feasibility critic's
+    ``feasible_fraction`` should approach at least this as it converges.
+    """
+    # CDT's costs-to-go: the undiscounted cost from each step to the end of its episode.
+    costs_to_go = returns_to_go(dataset.costs, dataset.episode_bounds())
+    return float(np.mean(costs_to_go <= 0))
+
+
 def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
     """The usefulness figures of one dataset file, and its scatter picture."""
     dataset = envs.load_dataset(path)
@@ -70,6 +85,7 @@ def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
         "transitions": len(dataset),
         "cost_limit": limit,
         "safe_fraction": round(float(safe.mean()), 3),
+        "cost_free_rest_fraction": round(cost_free_rest_fraction(dataset), 3),
         "best_safe_return": round(float(returns[safe].max()), 1) if safe.any() else None,
         "best_return": round(float(returns[best]), 1),
         "best_return_cost": round(float(costs[best]), 1),
@@ -93,18 +109,18 @@ def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
 def markdown(rows: dict[str, dict | None]) -> str:
     """The table of the figures, one row per task."""
     lines = [
-        "| task | data | episodes | transitions | safe | best safe return "
+        "| task | episodes | transitions | safe | cost-free rest | best safe return "
         "| best return (its cost) | DSRL return max | MB |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for task_id, row in rows.items():
         if row is None:
             lines.append(f"| {task_id} | not built | | | | | | | |")
             continue
         lines.append(
-            f"| {task_id} | {row.get('provenance', 'not recorded')} "
-            f"| {row['episodes']} | {row['transitions']} "
-            f"| {100 * row['safe_fraction']:.0f}% | {row['best_safe_return']} "
+            f"| {task_id} | {row['episodes']} | {row['transitions']} "
+            f"| {100 * row['safe_fraction']:.0f}% "
+            f"| {100 * row['cost_free_rest_fraction']:.0f}% | {row['best_safe_return']} "
             f"| {row['best_return']} ({row['best_return_cost']:g}) "
             f"| {row['dsrl_reference']['reward_max']} | {row['file_mb']} |"
         )

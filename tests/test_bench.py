@@ -200,7 +200,10 @@ def test_the_report_never_hides_which_data_a_task_used():
 
 
 def with_curve(row: dict, points: list[tuple[int, float, float]], seconds: float = 3600.0):
-    curve = [{"step": s, "normalized_return": r, "normalized_cost": c} for s, r, c in points]
+    curve = [
+        {"step": s, "normalized_return": r, "normalized_cost": c, "train": {"loss": r, "lr": 1e-4}}
+        for s, r, c in points
+    ]
     return {**row, "curve": curve, "train_seconds": seconds, "eval_seconds": seconds / 2}
 
 
@@ -233,9 +236,10 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
     section = bench.failures_section(FAILING, diagnoses).splitlines()
     assert "3 cells, 1 diagnosed" in section[2]
     at = section.index("### fisor on TaskA: return 0.30 below bc_safe's 0.50")
-    assert section[at + 2 : at + 5] == [
+    assert section[at + 2 : at + 6] == [
         "- Final: 0.30 / 0.00 over 2 seeds (seed 0 0.20 / 0.00, seed 1 0.40 / 0.00).",
         "- Curve: 5 0.20 / 0.00, 10 0.30 / 0.00.",
+        "- Training values at the last curve point: loss 0.3, lr 0.0001.",
         "- Diagnosis: **the budget (the curve had not levelled off).** The curve still climbs.",
     ]
     assert section[section.index("### spi on TaskA: unsafe (cost 3.00)") + 3] == (

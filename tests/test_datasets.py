@@ -243,3 +243,27 @@ def test_shipped_simulator_datasets_fit_their_task_and_are_not_trivial(
     assert 0.05 < safe.mean() < most_safe
     # The unconstrained optimum of the data is unsafe, so ignoring the cost does not solve it.
     assert returns.max() > returns[safe].max()
+
+
+def test_the_cost_free_rest_of_a_dataset_counts_steps_that_never_cost_again():
+    # benchmarks/datasets.py's lower bound on FISOR's feasible region, on two hand-made
+    # episodes: costs [0, 1, 0] then [0, 0]: the last step of the first and all of the second.
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "datasets.py"
+    spec = importlib.util.spec_from_file_location("_datasets_script", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    n = 5
+    data = OfflineDataset(
+        observations=np.zeros((n, 2), np.float32),
+        actions=np.zeros((n, 1), np.float32),
+        rewards=np.ones(n, np.float32),
+        costs=np.array([0, 1, 0, 0, 0], np.float32),
+        next_observations=np.zeros((n, 2), np.float32),
+        terminals=np.zeros(n, np.float32),
+        timeouts=np.array([0, 0, 1, 0, 1], np.float32),
+    )
+    assert module.cost_free_rest_fraction(data) == pytest.approx(3 / 5)

@@ -130,6 +130,15 @@ def _curve_line(rows: Sequence[dict[str, Any]]) -> str:
     return ", ".join(points)
 
 
+def _training_line(rows: Sequence[dict[str, Any]]) -> str:
+    """The training values logged at the cell's last curve point, mean over seeds."""
+    logged = [row["curve"][-1].get("train") or {} for row in rows if row.get("curve")]
+    keys = [key for key in (logged[0] if logged else {}) if all(key in t for t in logged)]
+    if not keys:
+        return "not recorded"
+    return ", ".join(f"{key} {np.mean([t[key] for t in logged]):.3g}" for key in keys)
+
+
 def _seed_line(cell: Cell, rows: Sequence[dict[str, Any]]) -> str:
     ordered = sorted(rows, key=lambda row: row["seed"])
     per_seed = ", ".join(
@@ -147,9 +156,10 @@ def failures_section(
     """The report's section on failures: each failing cell with its numbers and its diagnosis.
 
     Per cell: why it is listed, its normalized return / cost per seed, its learning curve
-    (mean over seeds at each evaluation), and the diagnosis from ``diagnoses`` or a line saying
-    there is none yet. Diagnoses whose cell no longer fails are listed at the end. Empty when
-    nothing fails and nothing is diagnosed.
+    (mean over seeds at each evaluation), the training values logged at the curve's last point
+    (mean over seeds: FISOR's feasible fraction, the critics' losses, ...), and the diagnosis
+    from ``diagnoses`` or a line saying there is none yet. Diagnoses whose cell no longer fails
+    are listed at the end. Empty when nothing fails and nothing is diagnosed.
     """
     failures = find_failures(rows)
     listed = {(failure.agent, failure.task) for failure in failures}
@@ -180,6 +190,7 @@ def failures_section(
             "",
             f"- Final: {_seed_line(cells[failure.task][failure.agent], group)}.",
             f"- Curve: {_curve_line(group)}.",
+            f"- Training values at the last curve point: {_training_line(group)}.",
             f"- Diagnosis: {verdict}",
         ]
     if leftover:
