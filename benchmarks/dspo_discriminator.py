@@ -17,7 +17,12 @@ each task and seed of their DSPO runs, adds what a sweep cannot:
     safe-agents bench --configs benchmarks/configs/dspo --out benchmarks/results/dspo
     python benchmarks/dspo_discriminator.py --sweep benchmarks/results/dspo
 
-Writes ``benchmarks/results/dspo_discriminator.json`` and prints Markdown tables.
+Writes ``benchmarks/results/dspo_discriminator.json`` and prints Markdown tables. ``--sweep``
+may also name one sweep folder with DSPO rows (its variant is called ``default``), and
+``--discriminator-only`` skips the BC runs, so the discriminator of any sweep's DSPO agents
+can be scored in seconds (the suite's: ``--sweep benchmarks/results/suite
+--discriminator-only --tasks OfflineCarCircle-v0 --out
+benchmarks/results/suite/dspo_discriminator.json``).
 """
 
 from __future__ import annotations
@@ -38,7 +43,10 @@ METRICS = ("recall", "precision", "accuracy", "f1", "pearson")
 
 
 def variants(sweep: Path) -> dict[str, Path]:
-    """``{variant: folder}`` of the sweep's variant folders that hold DSPO rows."""
+    """``{variant: folder}`` of the sweep's variant folders that hold DSPO rows (a sweep
+    folder of its own is the variant ``default``)."""
+    if (sweep / "sweep.json").is_file():
+        return {"default": sweep}
     found = {
         folder.name: folder
         for folder in sorted(sweep.iterdir())
@@ -98,11 +106,22 @@ def main() -> None:
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/dspo_discriminator.json")
     )
+    parser.add_argument(
+        "--discriminator-only",
+        action="store_true",
+        help="score the discriminators alone, without training BC on the demos",
+    )
+    parser.add_argument("--tasks", default=None, help="comma-separated task ids (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)  # as in a sweep's worker
     folders = variants(args.sweep)
     settings = bench.read_settings(folders["default"])
-    dspo_rows = [row for row in bench.load_rows(folders["default"]) if row["agent"] == "dspo"]
+    tasks = args.tasks.split(",") if args.tasks else None
+    dspo_rows = [
+        row
+        for row in bench.load_rows(folders["default"])
+        if row["agent"] == "dspo" and (tasks is None or row["task"] in tasks)
+    ]
     rows: list[dict[str, Any]] = []
     discriminator: dict[str, list[dict[str, Any]]] = {}
     for task in dict.fromkeys(row["task"] for row in dspo_rows):
@@ -112,7 +131,8 @@ def main() -> None:
             seed = dspo_row["seed"]
             # The split the sweep's run trained on (bench.execute makes the same).
             unlabeled, demos = data.strip_costs(settings.n_safe_demos, seed=seed)
-            rows.append(demos_row(dspo_row, settings, env, demos))
+            if not args.discriminator_only:
+                rows.append(demos_row(dspo_row, settings, env, demos))
             hidden = data.episode_costs()[unlabeled.metadata["source_episodes"]]
             is_safe = hidden <= data.metadata["cost_limit"]
             scores: dict[str, Any] = {"seed": seed}
@@ -122,7 +142,7 @@ def main() -> None:
                     signals = load_agent(path).safety_signals(unlabeled)
                     scores[name] = discriminator_report(signals, is_safe)
             discriminator.setdefault(task, []).append(scores)
-            print(f"{task} seed {seed}: {rows[-1]['mean_normalized_return']:.3f}", flush=True)
+            print(f"{task} seed {seed} done", flush=True)
         env.close()
     result = {
         "protocol": f"strip_costs({settings.n_safe_demos}, seed=seed) of each DSPO run; profile "
@@ -139,6 +159,7 @@ def main() -> None:
         {**row, "agent": row["agent"] if name == "default" else f"{row['agent']}_{name}"}
         for name, folder in folders.items()
         for row in bench.load_rows(folder)
+        if tasks is None or row["task"] in tasks
     ]
     print(bench.markdown_table(policies + rows))
     print("\n| task | discriminator | " + " | ".join(METRICS) + " |")

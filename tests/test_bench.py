@@ -240,12 +240,12 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
         "- Final: 0.30 / 0.00 over 2 seeds (seed 0 0.20 / 0.00, seed 1 0.40 / 0.00).",
         "- Curve: 5 0.20 / 0.00, 10 0.30 / 0.00.",
         "- Training values at the last curve point: loss 0.3, lr 0.0001.",
-        "- Diagnosis: **the budget (the curve had not levelled off).** The curve still climbs.",
+        "- Diagnosis: **The budget.** The curve still climbs.",
     ]
     assert section[section.index("### spi on TaskA: unsafe (cost 3.00)") + 3] == (
         "- Curve: not recorded."
     )
-    assert section.count("- Diagnosis: **not diagnosed yet.**") == 2
+    assert section.count("- Diagnosis: **Not diagnosed yet.**") == 2
     # A diagnosis whose cell no longer fails is called out, not silently kept.
     assert section[-1] == "- dspo on TaskA"
     assert bench.failures_section([FAILING[2], *FAILING[5:]], {}) == ""

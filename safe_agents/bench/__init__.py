@@ -83,6 +83,7 @@ from safe_agents.bench.report import (
     data_labels,
     data_notes,
     markdown_table,
+    progress_note,
     table,
 )
 from safe_agents.bench.rows import (
@@ -154,6 +155,7 @@ __all__ = [
     "plan_runs",
     "plot_curves",
     "plot_tasks",
+    "progress_note",
     "read_settings",
     "render_headlines",
     "row_key",

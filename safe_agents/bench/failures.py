@@ -34,10 +34,10 @@ PAPER_AGENTS = ("fisor", "drcorl", "spi", "dspo")
 FISOR_FLOOR_AGENT = "bc_safe"
 DIAGNOSES_FILE = "diagnoses.toml"
 KINDS = {
-    "bug": "a bug (fixed, and the cell rerun)",
-    "method": "a property of the method (its paper's own numbers show it)",
-    "data": "the data",
-    "budget": "the budget (the curve had not levelled off)",
+    "bug": "A bug",  # fixed, and the cell rerun
+    "method": "A property of the method",  # its paper's numbers or its design show it
+    "data": "The data",
+    "budget": "The budget",  # the curve had not levelled off
 }
 
 
@@ -182,7 +182,7 @@ def failures_section(
         verdict = (
             f"**{KINDS[diagnosis.kind]}.** {diagnosis.text}"
             if diagnosis
-            else "**not diagnosed yet.**"
+            else "**Not diagnosed yet.**"
         )
         lines += [
             "",

@@ -22,7 +22,14 @@ from safe_agents.bench.failures import (
     load_diagnoses,
 )
 from safe_agents.bench.folder import RECORD_FILE
-from safe_agents.bench.report import NOT_RECORDED, _averages, compute_note, data_labels, table
+from safe_agents.bench.report import (
+    NOT_RECORDED,
+    _averages,
+    compute_note,
+    data_labels,
+    progress_note,
+    table,
+)
 from safe_agents.bench.rows import load_rows
 from safe_agents.common.fileio import atomic_write
 
@@ -64,25 +71,6 @@ def _revisions(rows: Sequence[dict[str, Any]]) -> str:
     return (
         f"{len(revisions)} revisions, from {revisions[0]} (first row) to {revisions[-1]} "
         "(last row)" + (f", not recorded in {missing} of {len(rows)} rows" if missing else "")
-    )
-
-
-def _progress(rows: Sequence[dict[str, Any]], planned: Sequence[dict[str, Any]]) -> str:
-    """How much of the sweep's plan (``sweep.json``'s runs) the rows cover."""
-    keys = {(run["agent"], run["task"], run["seed"]) for run in planned}
-    done = keys & {(row["agent"], row["task"], row["seed"]) for row in rows}
-    if done == keys:
-        return f"Progress: all {len(keys)} runs of the sweep's plan have finished."
-    tasks = {task for _, task, _ in keys} - {task for _, task, _ in done}
-    return (
-        f"Progress: {len(done)} of the {len(keys)} runs of the sweep's plan have finished; "
-        "cells of unfinished runs average fewer seeds"
-        + (
-            f", and {len(tasks)} planned task{'s have' if len(tasks) > 1 else ' has'} no rows yet"
-            if tasks
-            else ""
-        )
-        + "."
     )
 
 
@@ -152,7 +140,7 @@ def headline_table(
         f"- {compute_note(rows)}",
     ]
     if planned:
-        notes.append(f"- {_progress(rows, planned)}")
+        notes.append(f"- {progress_note(rows, planned)}")
     failures = find_failures(rows)
     if failures:
         diagnosed = sum(1 for f in failures if (f.agent, f.task) in (diagnoses or {}))

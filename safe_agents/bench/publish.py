@@ -6,11 +6,19 @@ Kept apart from :mod:`safe_agents.bench.report` (the tables) and :mod:`safe_agen
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from safe_agents.bench.failures import DIAGNOSES_FILE, failures_section, load_diagnoses
+from safe_agents.bench.folder import RECORD_FILE
 from safe_agents.bench.plots import plot_curves, plot_tasks
-from safe_agents.bench.report import compute_note, csv_table, data_notes, markdown_table
+from safe_agents.bench.report import (
+    compute_note,
+    csv_table,
+    data_notes,
+    markdown_table,
+    progress_note,
+)
 from safe_agents.bench.rows import load_rows
 from safe_agents.common.fileio import atomic_write
 
@@ -30,6 +38,10 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     if not rows:
         raise ValueError(f"{out} has no result rows (expected {out / 'rows'}/*.json)")
     markdown = markdown_table(rows) + "\n\n" + data_notes(rows) + "\n\n" + compute_note(rows)
+    record = out / RECORD_FILE
+    planned = json.loads(record.read_text()).get("runs") if record.is_file() else None
+    if planned:
+        markdown += "\n" + progress_note(rows, planned)
     failures = failures_section(rows, load_diagnoses(out / DIAGNOSES_FILE))
     if failures:
         markdown += "\n\n" + failures

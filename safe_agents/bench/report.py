@@ -134,6 +134,25 @@ def compute_note(rows: Sequence[dict[str, Any]]) -> str:
     )
 
 
+def progress_note(rows: Sequence[dict[str, Any]], planned: Sequence[dict[str, Any]]) -> str:
+    """How much of the sweep's plan (``sweep.json``'s runs) the rows cover."""
+    keys = {(run["agent"], run["task"], run["seed"]) for run in planned}
+    done = keys & {(row["agent"], row["task"], row["seed"]) for row in rows}
+    if done == keys:
+        return f"Progress: all {len(keys)} runs of the sweep's plan have finished."
+    tasks = {task for _, task, _ in keys} - {task for _, task, _ in done}
+    return (
+        f"Progress: {len(done)} of the {len(keys)} runs of the sweep's plan have finished; "
+        "cells of unfinished runs average fewer seeds"
+        + (
+            f", and {len(tasks)} planned task{'s have' if len(tasks) > 1 else ' has'} no rows yet"
+            if tasks
+            else ""
+        )
+        + "."
+    )
+
+
 def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     """The papers' table: one row per task, one reward/cost column pair per agent.
 
