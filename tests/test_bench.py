@@ -267,6 +267,21 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
     assert "1 of 3 diagnosed" in headline
 
 
+def test_the_compute_note_sums_worker_hours_and_leaves_pauses_out_of_the_wall_time():
+    def timed(seed: int, finished: str) -> dict:
+        row = crafted_row("bc_all", "TaskA", seed, 0.5, 0.0, "bullet")
+        return {**row, "train_seconds": 1500.0, "eval_seconds": 300.0, "finished": finished}
+
+    # Two sittings: rows at 10:00, 10:30, 11:00, then a pause, and rows at 20:00 and 20:20.
+    times = ["10:00", "10:30", "11:00", "20:00", "20:20"]
+    rows = [timed(i, f"2026-12-03T{t}:00Z") for i, t in enumerate(times)]
+    note = bench.compute_note(rows)
+    # 5 x 1800 s; gaps of 30, 30 and 20 min count, the 9 h pause (> the longest run) does not.
+    assert note.startswith("Compute: 5 runs, 2.5 worker-hours (2.1 training with its curve ")
+    assert "; about 1.3 h of wall time (the gaps between rows finishing" in note
+    assert "without timings" not in note
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

@@ -41,7 +41,7 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     record = out / RECORD_FILE
     planned = json.loads(record.read_text()).get("runs") if record.is_file() else None
     if planned:
-        markdown += "\n" + progress_note(rows, planned)
+        markdown += "\n\n" + progress_note(rows, planned)
     failures = failures_section(rows, load_diagnoses(out / DIAGNOSES_FILE))
     if failures:
         markdown += "\n\n" + failures

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -116,22 +117,36 @@ def data_notes(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def compute_note(rows: Sequence[dict[str, Any]]) -> str:
-    """What the rows cost: runs, and worker-hours of training and evaluation summed over runs.
+    """What the rows cost: runs, worker-hours and an estimate of the wall time.
 
-    The sum over runs, not the wall time: a sweep with two workers takes about half of it.
-    Rows without timings (written before they were recorded) are counted apart.
+    Worker-hours are the training and evaluation times summed over runs. The wall time is the
+    sum of the gaps between consecutive rows' ``finished`` times, leaving out every gap longer
+    than the longest run (the sweep was stopped then): about the time a sweep that was stopped
+    and resumed actually ran, short of each sitting's first run. Rows without timings (written
+    before they were recorded) are counted apart.
     """
     timed = [row for row in rows if "train_seconds" in row]
     train = sum(row["train_seconds"] for row in timed) / 3600
     evaluate = sum(row.get("eval_seconds", 0.0) for row in timed) / 3600
     untimed = len(rows) - len(timed)
-    return (
+    note = (
         f"Compute: {len(rows)} runs, {train + evaluate:.1f} worker-hours "
-        f"({train:.1f} training with its curve evaluations, {evaluate:.1f} final evaluation; "
-        "summed over runs, so parallel workers take less wall time)"
-        + (f"; {untimed} rows without timings" if untimed else "")
-        + "."
+        f"({train:.1f} training with its curve evaluations, {evaluate:.1f} final evaluation, "
+        "summed over runs)"
     )
+    finished = sorted(
+        datetime.fromisoformat(row["finished"].replace("Z", "+00:00"))
+        for row in timed
+        if row.get("finished")
+    )
+    if len(finished) > 1:
+        longest = max(row["train_seconds"] + row.get("eval_seconds", 0.0) for row in timed)
+        gaps = [(b - a).total_seconds() for a, b in zip(finished, finished[1:], strict=False)]
+        wall = sum(gap for gap in gaps if gap <= longest) / 3600
+        note += (
+            f"; about {wall:.1f} h of wall time (the gaps between rows finishing, pauses left out)"
+        )
+    return note + (f"; {untimed} rows without timings" if untimed else "") + "."
 
 
 def progress_note(rows: Sequence[dict[str, Any]], planned: Sequence[dict[str, Any]]) -> str:
