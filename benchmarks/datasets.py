@@ -25,8 +25,8 @@ import numpy as np
 import envs
 from envs.datasets import dataset_locations
 from envs.plots import plot_dataset
-from safe_agents.baselines.cdt import returns_to_go
 from safe_agents.bench import write_result
+from safe_agents.common.data import returns_to_go
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,7 +62,7 @@ def cost_free_rest_fraction(dataset: envs.OfflineDataset) -> float:
     feasible (some in-data continuation never violates again): its feasibility critic's
     ``feasible_fraction`` should approach at least this as it converges.
     """
-    # CDT's costs-to-go: the undiscounted cost from each step to the end of its episode.
+    # The costs-to-go (CDT's): the undiscounted cost from each step to the end of its episode.
     costs_to_go = returns_to_go(dataset.costs, dataset.episode_bounds())
     return float(np.mean(costs_to_go <= 0))
 

@@ -20,9 +20,12 @@ each task and seed of their DSPO runs, adds what a sweep cannot:
 Writes ``benchmarks/results/dspo_discriminator.json`` and prints Markdown tables. ``--sweep``
 may also name one sweep folder with DSPO rows (its variant is called ``default``), and
 ``--discriminator-only`` skips the BC runs, so the discriminator of any sweep's DSPO agents
-can be scored in seconds (the suite's: ``--sweep benchmarks/results/suite
---discriminator-only --tasks OfflineCarCircle-v0 --out
-benchmarks/results/suite/dspo_discriminator.json``).
+can be scored in seconds. The suite's, in ``benchmarks/results/suite/dspo_discriminator.json``::
+
+    python benchmarks/dspo_discriminator.py --sweep benchmarks/results/suite \
+        --discriminator-only \
+        --tasks OfflineToyReachAvoid-v0,OfflineBallRun-v0,OfflineCarCircle-v0 \
+        --out benchmarks/results/suite/dspo_discriminator.json
 """
 
 from __future__ import annotations
@@ -101,7 +104,8 @@ def main() -> None:
         "--sweep",
         type=Path,
         default=Path("benchmarks/results/dspo"),
-        help="the dspo config set's sweep folder (its variants in subfolders)",
+        help="the dspo config set's sweep folder (its variants in subfolders), or one sweep "
+        "folder with DSPO rows",
     )
     parser.add_argument(
         "--out", type=Path, default=Path("benchmarks/results/dspo_discriminator.json")

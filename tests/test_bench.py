@@ -179,7 +179,10 @@ def test_the_report_renders_crafted_rows(tmp_path):
     paths = bench.write_report(tmp_path)
     # Nothing fails (no paper agent unsafe, no bc_safe to compare FISOR with): no failures.
     assert paths["markdown"].read_text().strip() == (
-        markdown + "\n\n" + "\n".join(notes) + "\n\n" + bench.compute_note(CRAFTED)
+        markdown
+        + "\n\n"
+        + "\n".join(notes)
+        + "\n\nCompute: 5 runs, not timed (5 rows without timings)."
     )
     assert sorted(p.name for p in paths["plots"].glob("*.png")) == ["TaskA.png", "TaskB.png"]
     svg = (paths["plots"] / "TaskA.svg").read_text()
@@ -229,12 +232,13 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
     ]
     (tmp_path / bench.DIAGNOSES_FILE).write_text(
         '[fisor."TaskA"]\nkind = "budget"\ntext = """The curve still\n  climbs."""\n'
-        '[dspo."TaskA"]\nkind = "bug"\ntext = "fixed"\n'
+        '[cpq."TaskB"]\nkind = "bug"\ntext = "fixed"\n'
+        '[dspo."TaskA"]\nkind = "data"\ntext = "never ran"\n'
     )
     diagnoses = bench.load_diagnoses(tmp_path / bench.DIAGNOSES_FILE)
     assert diagnoses[("fisor", "TaskA")] == bench.Diagnosis("budget", "The curve still climbs.")
     section = bench.failures_section(FAILING, diagnoses).splitlines()
-    assert "3 cells, 1 diagnosed" in section[2]
+    assert section[2].startswith(f"Listed: {bench.LISTING_RULE}: 3, 1 of them diagnosed (in ")
     at = section.index("### fisor on TaskA: return 0.30 below bc_safe's 0.50")
     assert section[at + 2 : at + 6] == [
         "- Final: 0.30 / 0.00 over 2 seeds (seed 0 0.20 / 0.00, seed 1 0.40 / 0.00).",
@@ -242,13 +246,25 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
         "- Training values at the last curve point: loss 0.3, lr 0.0001.",
         "- Diagnosis: **The budget.** The curve still climbs.",
     ]
-    assert section[section.index("### spi on TaskA: unsafe (cost 3.00)") + 3] == (
-        "- Curve: not recorded."
-    )
+    at = section.index("### spi on TaskA: unsafe (cost 3.00)")
+    assert section[at + 3 : at + 5] == [
+        "- Curve: not recorded.",
+        "- Training values at the last curve point: not recorded.",
+    ]
     assert section.count("- Diagnosis: **Not diagnosed yet.**") == 2
-    # A diagnosis whose cell no longer fails is called out, not silently kept.
-    assert section[-1] == "- dspo on TaskA"
+    # Diagnoses without a failing cell are called out, not silently kept: cpq's cell has rows
+    # and does not fail (cpq is not one of the papers' methods); dspo's has no rows.
+    at = section.index("Diagnoses whose cell no longer fails (remove them):")
+    assert section[at + 2] == "- cpq on TaskB"
+    at = section.index("Diagnoses of cells without rows (not run yet, or a misspelt name):")
+    assert section[at + 2 :] == ["- dspo on TaskA"]
     assert bench.failures_section([FAILING[2], *FAILING[5:]], {}) == ""
+
+    # A cell whose seeds do not all have a curve shows none, rather than a partial mean.
+    partial = [FAILING[0], {**FAILING[1], "curve": []}, FAILING[2]]
+    section = bench.failures_section(partial, {}).splitlines()
+    assert "- Curve: recorded for 1 of its 2 seeds." in section
+    assert "- Training values at the last curve point: recorded for 1 of its 2 seeds." in section
 
     for row in FAILING:
         path = tmp_path / "rows" / f"{row['agent']}__{row['task']}__seed{row['seed']}.json"
@@ -256,30 +272,37 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
         path.write_text(json.dumps(row))
     report = bench.write_report(tmp_path)["markdown"].read_text()
     assert report.endswith(bench.failures_section(FAILING, diagnoses) + "\n")
-    assert "Compute: 7 runs, 3.0 worker-hours (2.0 training" in report
-    assert "5 rows without timings" in report
+    assert "Compute: 7 runs, 3.0 h of worker time (2.0 h training" in report
+    assert "; 5 rows without timings." in report
     headline = bench.headline_table([{**row, "n_steps": 10} for row in FAILING], "sweep")
-    assert "- Failures: 3 cells need a diagnosis" in headline
-    assert "0 of 3 diagnosed, in `sweep/report.md`" in headline
+    assert f"- Cells needing a diagnosis ({bench.LISTING_RULE}): 3, 0 of them diagnosed, " in (
+        headline
+    )
+    assert "in `sweep/report.md`." in headline
     headline = bench.headline_table(
         [{**row, "n_steps": 10} for row in FAILING], "sweep", None, diagnoses
     )
-    assert "1 of 3 diagnosed" in headline
+    assert "): 3, 1 of them diagnosed, in `sweep/report.md`." in headline
 
 
-def test_the_compute_note_sums_worker_hours_and_leaves_pauses_out_of_the_wall_time():
+def test_the_compute_note_sums_worker_time_and_leaves_pauses_out_of_the_wall_time():
     def timed(seed: int, finished: str) -> dict:
         row = crafted_row("bc_all", "TaskA", seed, 0.5, 0.0, "bullet")
         return {**row, "train_seconds": 1500.0, "eval_seconds": 300.0, "finished": finished}
 
-    # Two sittings: rows at 10:00, 10:30, 11:00, then a pause, and rows at 20:00 and 20:20.
-    times = ["10:00", "10:30", "11:00", "20:00", "20:20"]
+    # Two sittings: rows at 10:00, 10:20, 10:45, then a pause, and rows at 20:00 and 20:20.
+    times = ["10:00", "10:20", "10:45", "20:00", "20:20"]
     rows = [timed(i, f"2026-12-03T{t}:00Z") for i, t in enumerate(times)]
-    note = bench.compute_note(rows)
-    # 5 x 1800 s; gaps of 30, 30 and 20 min count, the 9 h pause (> the longest run) does not.
-    assert note.startswith("Compute: 5 runs, 2.5 worker-hours (2.1 training with its curve ")
-    assert "; about 1.3 h of wall time (the gaps between rows finishing" in note
-    assert "without timings" not in note
+    # 5 x 1800 s; the gaps of 20, 25 and 20 min count, the 9 h pause (more than twice the
+    # longest run) does not.
+    assert bench.compute_note(rows) == (
+        "Compute: 5 runs, 2.5 h of worker time (2.1 h training with its curve evaluations, "
+        "0.4 h final evaluation, summed over runs); about 1.1 h of wall time (the gaps "
+        "between rows finishing, pauses left out)."
+    )
+    assert bench.compute_note([{"agent": "x"}, {"agent": "y"}]) == (
+        "Compute: 2 runs, not timed (2 rows without timings)."
+    )
 
 
 @pytest.mark.parametrize(
@@ -289,6 +312,7 @@ def test_the_compute_note_sums_worker_hours_and_leaves_pauses_out_of_the_wall_ti
         ("fisor = 1", "must hold one table per task"),
         ("[fisor]\nTaskA = 1", "must be a table with kind and text"),
         ('[fisor.TaskA]\nkind = "luck"\ntext = "x"', "kind 'luck' is not one of bug"),
+        ('[fisor.TaskA]\nkind = ["data"]\ntext = "x"', "kind ['data'] is not one of bug"),
         ('[fisor.TaskA]\nkind = "data"\ntext = " "', "text is missing or empty"),
         ('[fisor.TaskA]\nkind = "data"\ntext = "x"\nseed = 1', "unknown keys seed"),
     ],
@@ -684,17 +708,20 @@ def test_headline_table_counts_safe_tasks_and_says_where_rows_came_from(tmp_path
         (tmp_path / "sweep" / "rows" / name).write_text(json.dumps(row))
     planned = [{k: row[k] for k in ("agent", "task", "seed")} for row in rows]
     planned.append({"agent": "fisor", "task": "OfflineCarCircle-v0", "seed": 0})
-    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({"runs": planned}))
+    (tmp_path / "sweep" / "sweep.json").write_text(json.dumps({"settings": {}, "runs": planned}))
     assert bench.update_headline(document) == ["sweep"]
+    runs = [bench.Run(**run) for run in planned]
+    # The block is the table of the folder's rows and of the runs its sweep.json plans.
     assert "STALE" not in document.read_text()
+    assert bench.headline_table(rows, "sweep", runs, {}) in document.read_text()
     # The headline says how much of the sweep's plan has finished.
     progress = (
         "- Progress: 4 of the 5 runs of the sweep's plan have finished; cells of unfinished "
-        "runs average fewer seeds, and 1 planned task has no rows yet."
+        "runs average fewer seeds, and 1 planned task without rows yet."
     )
     assert document.read_text().count(progress) == 1
     assert "- Progress: all 4 runs of the sweep's plan have finished." in bench.headline_table(
-        rows, "sweep", planned[:4]
+        rows, "sweep", runs[:4]
     )
     with pytest.raises(ValueError, match="has no headline block"):
         bench.update_headline(tmp_path / "sweep" / "rows" / name)

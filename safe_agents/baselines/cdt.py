@@ -99,7 +99,7 @@ from safe_agents.common.config import (
     check_in_range,
     check_positive,
 )
-from safe_agents.common.data import DEFAULT_COST_LIMIT, resolve_cost_limit
+from safe_agents.common.data import DEFAULT_COST_LIMIT, resolve_cost_limit, returns_to_go
 from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.device import optimizer_options
 from safe_agents.common.logger import Metrics
@@ -315,16 +315,6 @@ class SequenceBatch(NamedTuple):
     costs: torch.Tensor  # (B, K), the step's own cost
     timesteps: torch.Tensor  # (B, K), int64 step index within the episode
     mask: torch.Tensor  # (B, K), 1.0 on real steps
-
-
-def returns_to_go(
-    values: NDArray[np.float32], bounds: list[tuple[int, int]]
-) -> NDArray[np.float64]:
-    """``(N,)`` undiscounted sums from each row to the end of its episode (row included)."""
-    result = np.empty(len(values), dtype=np.float64)
-    for start, stop in bounds:
-        result[start:stop] = np.cumsum(values[start:stop][::-1].astype(np.float64))[::-1]
-    return result
 
 
 def relabel_infeasible_targets(

@@ -56,6 +56,7 @@ from safe_agents.bench.budgets import STAGE_STEPS, budget
 from safe_agents.bench.config_sets import SWEEP_FILE, ConfigSet, load_config_sets
 from safe_agents.bench.failures import (
     DIAGNOSES_FILE,
+    LISTING_RULE,
     PAPER_AGENTS,
     Diagnosis,
     Failure,
@@ -63,7 +64,7 @@ from safe_agents.bench.failures import (
     find_failures,
     load_diagnoses,
 )
-from safe_agents.bench.folder import SHARED_SETTINGS, read_settings
+from safe_agents.bench.folder import RECORD_FILE, SHARED_SETTINGS, planned_runs, read_settings
 from safe_agents.bench.folder import _folder_lock as _folder_lock
 from safe_agents.bench.headline import (
     HEADLINE_BEGIN,
@@ -116,9 +117,11 @@ __all__ = [
     "EVAL_SEED",
     "HEADLINE_BEGIN",
     "HEADLINE_END",
+    "LISTING_RULE",
     "NOT_RECORDED",
     "PAPER_AGENTS",
     "PROFILE_PRESETS",
+    "RECORD_FILE",
     "SHARED_SETTINGS",
     "STAGE_STEPS",
     "SWEEP_FILE",
@@ -153,6 +156,7 @@ __all__ = [
     "machine_description",
     "markdown_table",
     "plan_runs",
+    "planned_runs",
     "plot_curves",
     "plot_tasks",
     "progress_note",

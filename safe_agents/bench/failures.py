@@ -32,6 +32,11 @@ PAPER_AGENTS = ("fisor", "drcorl", "spi", "dspo")
 # FISOR's paper claims safety with competitive return: a task where it earns less than this
 # baseline (which imitates only the safe episodes) needs a diagnosis too.
 FISOR_FLOOR_AGENT = "bc_safe"
+# Which cells need a diagnosis, in words (the report and the headline say it).
+LISTING_RULE = (
+    f"every unsafe cell of {', '.join(PAPER_AGENTS)}, and every task where fisor earns less "
+    f"than {FISOR_FLOOR_AGENT}"
+)
 DIAGNOSES_FILE = "diagnoses.toml"
 KINDS = {
     "bug": "A bug",  # fixed, and the cell rerun
@@ -102,7 +107,7 @@ def load_diagnoses(path: str | Path) -> dict[tuple[str, str], Diagnosis]:
             if not isinstance(entry, Mapping):
                 raise ValueError(f"{where} must be a table with kind and text")
             kind, text = entry.get("kind"), entry.get("text")
-            if kind not in KINDS:
+            if not isinstance(kind, str) or kind not in KINDS:
                 raise ValueError(f"{where}: kind {kind!r} is not one of {', '.join(KINDS)}")
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"{where}: text is missing or empty")
@@ -113,18 +118,29 @@ def load_diagnoses(path: str | Path) -> dict[tuple[str, str], Diagnosis]:
     return diagnoses
 
 
-def _curve_line(rows: Sequence[dict[str, Any]]) -> str:
-    """The cell's learning curve, mean over seeds: ``step: return / cost, ...`` (or why not)."""
+def _common_curves(rows: Sequence[dict[str, Any]]) -> tuple[list[list[dict[str, Any]]], str]:
+    """The seeds' curves when every seed has one at the same steps, else why not."""
     curves = [row.get("curve") or [] for row in rows]
     steps = [[point["step"] for point in curve] for curve in curves]
     if not any(steps):
-        return "not recorded"
+        return [], "not recorded"
+    if not all(steps):
+        return [], f"recorded for {sum(1 for s in steps if s)} of its {len(steps)} seeds"
     if any(other != steps[0] for other in steps):
-        return "its seeds' curves were evaluated at different steps"
+        return [], "its seeds' curves were evaluated at different steps"
+    return curves, ""
+
+
+def _curve_line(rows: Sequence[dict[str, Any]]) -> str:
+    """The cell's learning curve, mean over seeds: ``step return / cost, ...`` (or why not)."""
+    curves, why_not = _common_curves(rows)
+    if not curves:
+        return why_not
     points = []
-    for index, step in enumerate(steps[0]):
+    for index, point in enumerate(curves[0]):
         reward = np.mean([curve[index]["normalized_return"] for curve in curves])
         cost = np.mean([curve[index]["normalized_cost"] for curve in curves])
+        step = point["step"]
         label = f"{step / 1000:g}k" if step >= 1000 else str(step)
         points.append(f"{label} {reward:.2f} / {cost:.2f}")
     return ", ".join(points)
@@ -132,11 +148,14 @@ def _curve_line(rows: Sequence[dict[str, Any]]) -> str:
 
 def _training_line(rows: Sequence[dict[str, Any]]) -> str:
     """The training values logged at the cell's last curve point, mean over seeds."""
-    logged = [row["curve"][-1].get("train") or {} for row in rows if row.get("curve")]
-    keys = [key for key in (logged[0] if logged else {}) if all(key in t for t in logged)]
+    curves, why_not = _common_curves(rows)
+    if not curves:
+        return why_not
+    logged = [curve[-1].get("train") or {} for curve in curves]
+    keys = [key for key in logged[0] if all(key in values for values in logged)]
     if not keys:
         return "not recorded"
-    return ", ".join(f"{key} {np.mean([t[key] for t in logged]):.3g}" for key in keys)
+    return ", ".join(f"{key} {np.mean([values[key] for values in logged]):.3g}" for key in keys)
 
 
 def _seed_line(cell: Cell, rows: Sequence[dict[str, Any]]) -> str:
@@ -158,22 +177,24 @@ def failures_section(
     Per cell: why it is listed, its normalized return / cost per seed, its learning curve
     (mean over seeds at each evaluation), the training values logged at the curve's last point
     (mean over seeds: FISOR's feasible fraction, the critics' losses, ...), and the diagnosis
-    from ``diagnoses`` or a line saying there is none yet. Diagnoses whose cell no longer fails
-    are listed at the end. Empty when nothing fails and nothing is diagnosed.
+    from ``diagnoses`` or a line saying there is none yet. Diagnoses whose cell no longer fails,
+    and those of cells without rows, are listed at the end. Empty when nothing fails and
+    nothing is diagnosed.
     """
     failures = find_failures(rows)
     listed = {(failure.agent, failure.task) for failure in failures}
-    leftover = sorted(set(diagnoses) - listed)
-    if not failures and not leftover:
+    present = {(row["agent"], row["task"]) for row in rows}
+    passing = sorted(key for key in diagnoses if key not in listed and key in present)
+    rowless = sorted(key for key in diagnoses if key not in present)
+    if not failures and not passing and not rowless:
         return ""
     cells = table(rows)
     diagnosed = sum(1 for key in listed if key in diagnoses)
     lines = [
         "## Failures and their diagnoses",
         "",
-        f"Listed: every unsafe cell of {', '.join(PAPER_AGENTS)}, and every task where fisor "
-        f"earns less than {FISOR_FLOOR_AGENT}. {len(failures)} cells, {diagnosed} diagnosed "
-        f"(in `{DIAGNOSES_FILE}`; the numbers are generated from the rows). Curves: "
+        f"Listed: {LISTING_RULE}: {len(failures)}, {diagnosed} of them diagnosed (in "
+        f"`{DIAGNOSES_FILE}`; the numbers are generated from the rows). Curves: "
         "normalized return / cost of the iterate at each evaluation step, mean over seeds.",
     ]
     for failure in failures:
@@ -193,7 +214,10 @@ def failures_section(
             f"- Training values at the last curve point: {_training_line(group)}.",
             f"- Diagnosis: {verdict}",
         ]
-    if leftover:
-        lines += ["", "Diagnoses whose cell no longer fails (remove them or rerun):", ""]
-        lines += [f"- {agent} on {task}" for agent, task in leftover]
+    if passing:
+        lines += ["", "Diagnoses whose cell no longer fails (remove them):", ""]
+        lines += [f"- {agent} on {task}" for agent, task in passing]
+    if rowless:
+        lines += ["", "Diagnoses of cells without rows (not run yet, or a misspelt name):", ""]
+        lines += [f"- {agent} on {task}" for agent, task in rowless]
     return "\n".join(lines)

@@ -25,10 +25,10 @@ from safe_agents.common.fileio import LockHeld, exclusive_lock
 logger = logging.getLogger(__name__)
 
 
-# The settings every row of a folder shares. ``configs`` is compared through the budgets it
-# gives (where the files live changes no run), and ``save_agents`` changes no row.
 # The folder's record of its settings, budgets and planned runs.
 RECORD_FILE = "sweep.json"
+# The settings every row of a folder shares. ``configs`` is compared through the budgets it
+# gives (where the files live changes no run), and ``save_agents`` changes no row.
 SHARED_SETTINGS = ("profile", "episodes", "eval_seed", "overrides", "n_safe_demos", "data_origin")
 
 
@@ -90,6 +90,16 @@ def read_settings(out_dir: str | Path) -> SweepSettings:
     if not path.is_file():
         raise ValueError(f"{out_dir} has no sweep.json: not a folder safe-agents bench wrote")
     return _FolderRecord.read(path).settings
+
+
+def planned_runs(out_dir: str | Path) -> list[Run] | None:
+    """The runs a sweep folder's ``sweep.json`` plans, or None when the folder has no record.
+
+    Raises:
+        ValueError: an unreadable record.
+    """
+    path = Path(out_dir) / RECORD_FILE
+    return _FolderRecord.read(path).runs if path.is_file() else None
 
 
 def _prepare_folder(

@@ -7,7 +7,6 @@ A document marks where the table goes with ``<!-- headline: FOLDER -->`` and
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -15,13 +14,12 @@ from typing import Any
 
 from safe_agents.bench.failures import (
     DIAGNOSES_FILE,
-    FISOR_FLOOR_AGENT,
-    PAPER_AGENTS,
+    LISTING_RULE,
     Diagnosis,
     find_failures,
     load_diagnoses,
 )
-from safe_agents.bench.folder import RECORD_FILE
+from safe_agents.bench.folder import planned_runs
 from safe_agents.bench.report import (
     NOT_RECORDED,
     _averages,
@@ -31,6 +29,7 @@ from safe_agents.bench.report import (
     table,
 )
 from safe_agents.bench.rows import load_rows
+from safe_agents.bench.settings import Run
 from safe_agents.common.fileio import atomic_write
 
 HEADLINE_BEGIN = "<!-- headline: {source} -->"
@@ -59,15 +58,13 @@ def _revisions(rows: Sequence[dict[str, Any]]) -> str:
     A sweep that commits its rows as they come makes each row at a new revision (the one that
     committed the row before it), so a long sweep has as many revisions as rows.
     """
-    finished = sorted(
-        (str(row.get("finished", "")), str(row["git_revision"])[:7])
-        for row in rows
-        if row.get("git_revision")
-    )
-    revisions = list(dict.fromkeys(revision for _, revision in finished))
+    recorded = [row for row in rows if row.get("git_revision")]
+    # In the order the rows finished; rows that do not say when go last.
+    recorded.sort(key=lambda row: (not row.get("finished"), str(row.get("finished", ""))))
+    revisions = list(dict.fromkeys(str(row["git_revision"])[:7] for row in recorded))
     if len(revisions) <= 3:
         return _recorded(rows, "git_revision", 7)
-    missing = len(rows) - len(finished)
+    missing = len(rows) - len(recorded)
     return (
         f"{len(revisions)} revisions, from {revisions[0]} (first row) to {revisions[-1]} "
         "(last row)" + (f", not recorded in {missing} of {len(rows)} rows" if missing else "")
@@ -77,7 +74,7 @@ def _revisions(rows: Sequence[dict[str, Any]]) -> str:
 def headline_table(
     rows: Sequence[dict[str, Any]],
     source: str,
-    planned: Sequence[dict[str, Any]] | None = None,
+    planned: Sequence[Run] | None = None,
     diagnoses: Mapping[tuple[str, str], Diagnosis] | None = None,
 ) -> str:
     """The README's results table, generated from a sweep's rows (never copied by hand).
@@ -145,9 +142,8 @@ def headline_table(
     if failures:
         diagnosed = sum(1 for f in failures if (f.agent, f.task) in (diagnoses or {}))
         notes.append(
-            f"- Failures: {len(failures)} cells need a diagnosis (unsafe cells of "
-            f"{', '.join(PAPER_AGENTS)}; tasks where fisor earns less than {FISOR_FLOOR_AGENT}); "
-            f"{diagnosed} of {len(failures)} diagnosed, in `{source}/report.md`."
+            f"- Cells needing a diagnosis ({LISTING_RULE}): {len(failures)}, {diagnosed} of "
+            f"them diagnosed, in `{source}/report.md`."
         )
     for task in tasks:
         provenance = _recorded([r for r in rows if r["task"] == task], "data_provenance")
@@ -186,8 +182,7 @@ def render_headlines(text: str, base: str | Path) -> tuple[str, list[str]]:
         if not rows:
             raise ValueError(f"the headline's folder {source} has no result rows")
         sources.append(source)
-        record = Path(base) / source / RECORD_FILE
-        planned = json.loads(record.read_text()).get("runs") if record.is_file() else None
+        planned = planned_runs(Path(base) / source)
         diagnoses = load_diagnoses(Path(base) / source / DIAGNOSES_FILE)
         begin = HEADLINE_BEGIN.format(source=source)
         return f"{begin}\n{headline_table(rows, source, planned, diagnoses)}\n{HEADLINE_END}"

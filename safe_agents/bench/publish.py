@@ -6,11 +6,10 @@ Kept apart from :mod:`safe_agents.bench.report` (the tables) and :mod:`safe_agen
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from safe_agents.bench.failures import DIAGNOSES_FILE, failures_section, load_diagnoses
-from safe_agents.bench.folder import RECORD_FILE
+from safe_agents.bench.folder import planned_runs
 from safe_agents.bench.plots import plot_curves, plot_tasks
 from safe_agents.bench.report import (
     compute_note,
@@ -31,15 +30,15 @@ def write_report(out_dir: str | Path) -> dict[str, Path]:
     them in the folder's ``diagnoses.toml`` (:mod:`safe_agents.bench.failures`), when any.
 
     Raises:
-        ValueError: the folder has no rows, or its ``diagnoses.toml`` is malformed.
+        ValueError: the folder has no rows, or its ``diagnoses.toml`` or ``sweep.json`` is
+            malformed.
     """
     out = Path(out_dir)
     rows = load_rows(out)
     if not rows:
         raise ValueError(f"{out} has no result rows (expected {out / 'rows'}/*.json)")
     markdown = markdown_table(rows) + "\n\n" + data_notes(rows) + "\n\n" + compute_note(rows)
-    record = out / RECORD_FILE
-    planned = json.loads(record.read_text()).get("runs") if record.is_file() else None
+    planned = planned_runs(out)
     if planned:
         markdown += "\n\n" + progress_note(rows, planned)
     failures = failures_section(rows, load_diagnoses(out / DIAGNOSES_FILE))

@@ -2,8 +2,10 @@
 
 A cell is the mean over seeds of each seed's mean over episodes of the normalized return and
 cost, with the standard deviation over seeds; a cell whose normalized cost exceeds 1 is
-unsafe. Every table says which data each task's rows were trained on (:func:`data_labels`).
-:func:`safe_agents.bench.publish.write_report` writes them, with the plots, into a sweep folder.
+unsafe. Every table says which data each task's rows were trained on (:func:`data_labels`);
+:func:`compute_note` says what the rows cost and :func:`progress_note` how much of the sweep's
+plan they cover. :func:`safe_agents.bench.publish.write_report` writes them, with the plots,
+into a sweep folder.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
+
+from safe_agents.bench.settings import Run
 
 
 @dataclass
@@ -116,23 +120,35 @@ def data_notes(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compute_note(rows: Sequence[dict[str, Any]]) -> str:
-    """What the rows cost: runs, worker-hours and an estimate of the wall time.
+def _count(n: int, noun: str) -> str:
+    """``1 run``, ``2 runs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
-    Worker-hours are the training and evaluation times summed over runs. The wall time is the
+
+def _hours(seconds: float) -> str:
+    """Hours with one decimal, or minutes below a tenth of an hour."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def compute_note(rows: Sequence[dict[str, Any]]) -> str:
+    """What the rows cost: runs, worker time and an estimate of the wall time.
+
+    Worker time is the training and evaluation times summed over runs. The wall time is the
     sum of the gaps between consecutive rows' ``finished`` times, leaving out every gap longer
-    than the longest run (the sweep was stopped then): about the time a sweep that was stopped
-    and resumed actually ran, short of each sitting's first run. Rows without timings (written
-    before they were recorded) are counted apart.
+    than twice the longest run (the sweep was stopped then): about the time a sweep that was
+    stopped and resumed actually ran, short of each sitting's first run. Rows without timings
+    (written before they were recorded) are counted apart.
     """
     timed = [row for row in rows if "train_seconds" in row]
-    train = sum(row["train_seconds"] for row in timed) / 3600
-    evaluate = sum(row.get("eval_seconds", 0.0) for row in timed) / 3600
-    untimed = len(rows) - len(timed)
+    untimed = f"{_count(len(rows) - len(timed), 'row')} without timings"
+    if not timed:
+        return f"Compute: {_count(len(rows), 'run')}, not timed ({untimed})."
+    train = sum(row["train_seconds"] for row in timed)
+    evaluate = sum(row.get("eval_seconds", 0.0) for row in timed)
     note = (
-        f"Compute: {len(rows)} runs, {train + evaluate:.1f} worker-hours "
-        f"({train:.1f} training with its curve evaluations, {evaluate:.1f} final evaluation, "
-        "summed over runs)"
+        f"Compute: {_count(len(rows), 'run')}, {_hours(train + evaluate)} of worker time "
+        f"({_hours(train)} training with its curve evaluations, {_hours(evaluate)} final "
+        "evaluation, summed over runs)"
     )
     finished = sorted(
         datetime.fromisoformat(row["finished"].replace("Z", "+00:00"))
@@ -142,28 +158,25 @@ def compute_note(rows: Sequence[dict[str, Any]]) -> str:
     if len(finished) > 1:
         longest = max(row["train_seconds"] + row.get("eval_seconds", 0.0) for row in timed)
         gaps = [(b - a).total_seconds() for a, b in zip(finished, finished[1:], strict=False)]
-        wall = sum(gap for gap in gaps if gap <= longest) / 3600
+        wall = sum(gap for gap in gaps if gap <= 2 * longest)
         note += (
-            f"; about {wall:.1f} h of wall time (the gaps between rows finishing, pauses left out)"
+            f"; about {_hours(wall)} of wall time (the gaps between rows finishing, pauses left "
+            "out)"
         )
-    return note + (f"; {untimed} rows without timings" if untimed else "") + "."
+    return note + (f"; {untimed}" if len(timed) < len(rows) else "") + "."
 
 
-def progress_note(rows: Sequence[dict[str, Any]], planned: Sequence[dict[str, Any]]) -> str:
-    """How much of the sweep's plan (``sweep.json``'s runs) the rows cover."""
-    keys = {(run["agent"], run["task"], run["seed"]) for run in planned}
+def progress_note(rows: Sequence[dict[str, Any]], planned: Sequence[Run]) -> str:
+    """How much of the sweep's plan (the runs of its ``sweep.json``) the rows cover."""
+    keys = {(run.agent, run.task, run.seed) for run in planned}
     done = keys & {(row["agent"], row["task"], row["seed"]) for row in rows}
     if done == keys:
-        return f"Progress: all {len(keys)} runs of the sweep's plan have finished."
+        return f"Progress: all {_count(len(keys), 'run')} of the sweep's plan have finished."
     tasks = {task for _, task, _ in keys} - {task for _, task, _ in done}
     return (
-        f"Progress: {len(done)} of the {len(keys)} runs of the sweep's plan have finished; "
-        "cells of unfinished runs average fewer seeds"
-        + (
-            f", and {len(tasks)} planned task{'s have' if len(tasks) > 1 else ' has'} no rows yet"
-            if tasks
-            else ""
-        )
+        f"Progress: {len(done)} of the {_count(len(keys), 'run')} of the sweep's plan have "
+        "finished; cells of unfinished runs average fewer seeds"
+        + (f", and {_count(len(tasks), 'planned task')} without rows yet" if tasks else "")
         + "."
     )
 

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from safe_agents.common.dataset import OfflineDataset
 from safe_agents.common.hdf5 import read_hdf5
@@ -147,6 +148,16 @@ def episode_horizon(dataset: OfflineDataset) -> int:
 def longest_episode(dataset: OfflineDataset) -> int:
     """The number of steps of the dataset's longest episode (the task's horizon ``L``)."""
     return max(stop - start for start, stop in dataset.episode_bounds())
+
+
+def returns_to_go(
+    values: NDArray[np.float32], bounds: list[tuple[int, int]]
+) -> NDArray[np.float64]:
+    """``(N,)`` undiscounted sums from each row to the end of its episode (row included)."""
+    result = np.empty(len(values), dtype=np.float64)
+    for start, stop in bounds:
+        result[start:stop] = np.cumsum(values[start:stop][::-1].astype(np.float64))[::-1]
+    return result
 
 
 def q_cost_limit(
