@@ -220,6 +220,9 @@ FAILING = [
     crafted_row("bc_safe", "TaskB", 0, 0.5, 0.0, "toy"),
     # Unsafe, but not one of the papers' methods: not listed.
     crafted_row("cpq", "TaskB", 0, 0.9, 9.0, "toy"),
+    # FISOR a hair below BC-Safe: enough digits to show it.
+    crafted_row("fisor", "TaskC", 0, 0.3811, 0.0, "toy"),
+    crafted_row("bc_safe", "TaskC", 0, 0.3829, 2.0, "toy"),
 ]
 
 
@@ -229,6 +232,7 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
         ("fisor", "TaskA", ("return 0.30 below bc_safe's 0.50",)),
         ("spi", "TaskA", ("unsafe (cost 3.00)",)),
         ("fisor", "TaskB", ("unsafe (cost 1.50)",)),
+        ("fisor", "TaskC", ("return 0.381 below bc_safe's 0.383",)),
     ]
     (tmp_path / bench.DIAGNOSES_FILE).write_text(
         '[fisor."TaskA"]\nkind = "budget"\ntext = """The curve still\n  climbs."""\n'
@@ -238,7 +242,7 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
     diagnoses = bench.load_diagnoses(tmp_path / bench.DIAGNOSES_FILE)
     assert diagnoses[("fisor", "TaskA")] == bench.Diagnosis("budget", "The curve still climbs.")
     section = bench.failures_section(FAILING, diagnoses).splitlines()
-    assert section[2].startswith(f"Listed: {bench.LISTING_RULE}: 3, 1 of them diagnosed (in ")
+    assert section[2].startswith(f"Listed: {bench.LISTING_RULE}: 4, 1 of them diagnosed (in ")
     at = section.index("### fisor on TaskA: return 0.30 below bc_safe's 0.50")
     assert section[at + 2 : at + 6] == [
         "- Final: 0.30 / 0.00 over 2 seeds (seed 0 0.20 / 0.00, seed 1 0.40 / 0.00).",
@@ -251,14 +255,14 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
         "- Curve: not recorded.",
         "- Training values at the last curve point: not recorded.",
     ]
-    assert section.count("- Diagnosis: **Not diagnosed yet.**") == 2
+    assert section.count("- Diagnosis: **Not diagnosed yet.**") == 3
     # Diagnoses without a failing cell are called out, not silently kept: cpq's cell has rows
     # and does not fail (cpq is not one of the papers' methods); dspo's has no rows.
     at = section.index("Diagnoses whose cell no longer fails (remove them):")
     assert section[at + 2] == "- cpq on TaskB"
     at = section.index("Diagnoses of cells without rows (not run yet, or a misspelt name):")
     assert section[at + 2 :] == ["- dspo on TaskA"]
-    assert bench.failures_section([FAILING[2], *FAILING[5:]], {}) == ""
+    assert bench.failures_section([FAILING[2], *FAILING[5:7]], {}) == ""
 
     # A cell whose seeds do not all have a curve shows none, rather than a partial mean.
     partial = [FAILING[0], {**FAILING[1], "curve": []}, FAILING[2]]
@@ -272,17 +276,17 @@ def test_failing_cells_are_listed_with_their_numbers_and_diagnoses(tmp_path):
         path.write_text(json.dumps(row))
     report = bench.write_report(tmp_path)["markdown"].read_text()
     assert report.endswith(bench.failures_section(FAILING, diagnoses) + "\n")
-    assert "Compute: 7 runs, 3.0 h of worker time (2.0 h training" in report
-    assert "; 5 rows without timings." in report
+    assert "Compute: 9 runs, 3.0 h of worker time (2.0 h training" in report
+    assert "; 7 rows without timings." in report
     headline = bench.headline_table([{**row, "n_steps": 10} for row in FAILING], "sweep")
-    assert f"- Cells needing a diagnosis ({bench.LISTING_RULE}): 3, 0 of them diagnosed, " in (
+    assert f"- Cells needing a diagnosis ({bench.LISTING_RULE}): 4, 0 of them diagnosed, " in (
         headline
     )
     assert "in `sweep/report.md`." in headline
     headline = bench.headline_table(
         [{**row, "n_steps": 10} for row in FAILING], "sweep", None, diagnoses
     )
-    assert "): 3, 1 of them diagnosed, in `sweep/report.md`." in headline
+    assert "): 4, 1 of them diagnosed, in `sweep/report.md`." in headline
 
 
 def test_the_compute_note_sums_worker_time_and_leaves_pauses_out_of_the_wall_time():

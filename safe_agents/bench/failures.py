@@ -77,8 +77,11 @@ def find_failures(rows: Sequence[dict[str, Any]]) -> list[Failure]:
                 reasons.append(f"unsafe (cost {cell.cost:.2f})")
             floor = cells.get(FISOR_FLOOR_AGENT)
             if agent == "fisor" and floor is not None and cell.reward < floor.reward:
+                # Enough digits to show the difference (0.38 against 0.38 says nothing).
+                digits = 2 if f"{cell.reward:.2f}" != f"{floor.reward:.2f}" else 3
                 reasons.append(
-                    f"return {cell.reward:.2f} below {FISOR_FLOOR_AGENT}'s {floor.reward:.2f}"
+                    f"return {cell.reward:.{digits}f} below {FISOR_FLOOR_AGENT}'s "
+                    f"{floor.reward:.{digits}f}"
                 )
             if reasons:
                 failures.append(Failure(agent, task, tuple(reasons)))
