@@ -84,6 +84,7 @@ from safe_agents.bench.report import (
     data_labels,
     data_notes,
     markdown_table,
+    normalization_rule,
     progress_note,
     table,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "load_rows",
     "machine_description",
     "markdown_table",
+    "normalization_rule",
     "plan_runs",
     "planned_runs",
     "plot_curves",

@@ -25,6 +25,7 @@ from safe_agents.bench.report import (
     _averages,
     compute_note,
     data_labels,
+    normalization_rule,
     progress_note,
     table,
 )
@@ -147,9 +148,8 @@ def headline_table(
         )
     for task in tasks:
         provenance = _recorded([r for r in rows if r["task"] == task], "data_provenance")
-        # Evaluation labels the range "<what> of the training data: <provenance>": said above.
         labels = [
-            {"normalization": r["normalization"].split(" of the training data:")[0]}
+            {"normalization": normalization_rule(r["normalization"])}
             for r in rows
             if r["task"] == task and r.get("normalization")
         ]

@@ -104,6 +104,15 @@ def data_labels(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
     }
 
 
+def normalization_rule(label: str) -> str:
+    """A row's normalization label without the provenance the evaluation appends to it.
+
+    Evaluation labels the range ``"<rule> of the training data: <provenance>"``; a table that
+    states the provenance beside it needs only the rule.
+    """
+    return label.split(" of the training data:")[0]
+
+
 def data_notes(rows: Sequence[dict[str, Any]]) -> str:
     """The data and normalization of each task, one line per distinct pair (under the table)."""
     lines = ["Data and normalization per task:"]
@@ -111,7 +120,9 @@ def data_notes(rows: Sequence[dict[str, Any]]) -> str:
     for row in rows:
         pair = (
             row.get("data_provenance", "data not recorded (a row from before it was recorded)"),
-            row.get("normalization", "the task's reference returns (the rule of that time)"),
+            normalization_rule(
+                row.get("normalization", "the task's reference returns (the rule of that time)")
+            ),
         )
         seen.setdefault(row["task"], set()).add(pair)
     for task, pairs in sorted(seen.items()):
