@@ -284,6 +284,27 @@ def headline(argument: str) -> str:
     return _bench().headline_table(rows, str(SWEEP.relative_to(ROOT)))
 
 
+def suite(argument: str) -> str:
+    """The suite (``benchmarks/results/suite``): its headline table, with how much of its plan
+    has finished and what it cost, then its failing cells and their diagnoses."""
+    bench = _bench()
+    folder = RESULTS / "suite"
+    rows = _sweep_rows(folder)
+    source = str(folder.relative_to(ROOT))
+    table = bench.headline_table(
+        rows,
+        source,
+        bench.planned_runs(folder),
+        bench.load_diagnoses(folder / bench.DIAGNOSES_FILE),
+    )
+    # The headline names the README's command; this table is rendered when the site is built.
+    table = table.replace("by `safe-agents report --headline README.md`", "when the site is built")
+    failures = bench.failures_section(rows, bench.load_diagnoses(folder / bench.DIAGNOSES_FILE))
+    # The report's sections sit one level lower on this page, under "The suite".
+    failures = re.sub(r"^(#+) ", r"#\1 ", failures, flags=re.M)
+    return table + ("\n\n" + failures if failures else "")
+
+
 def sweep_plots(argument: str) -> str:
     """The report's reward-cost plots, one per task."""
     paths = sorted((SWEEP / "plots").glob("*.png"))
@@ -388,6 +409,7 @@ RENDERERS: dict[str, Callable[[str], str]] = {
     "headline": headline,
     "sweep": sweep,
     "sweep_plots": sweep_plots,
+    "suite": suite,
     "set": config_set,
     "safety_filter": safety_filter,
     "dspo_discriminator": dspo_discriminator,
@@ -403,6 +425,7 @@ ARGUMENTS: dict[str, set[str] | None] = {
     "headline": {""},
     "sweep": None,
     "sweep_plots": {""},
+    "suite": {""},
     "set": None,
     "safety_filter": {"", "ppo"},
     "dspo_discriminator": {"", "table2"},

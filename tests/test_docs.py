@@ -55,6 +55,14 @@ def test_site_builds_strict_with_generated_results_tables(tmp_path: Path) -> Non
         assert "data provenance" in html, page
     assert "benchmarks/results/dspo_discriminator.json" in html
 
+    # The suite: its table generated from its rows, its progress, its failures and diagnoses.
+    benchmarks = (site / "benchmarks" / "index.html").read_text()
+    assert "<!-- results" not in benchmarks
+    assert "Generated from <code>benchmarks/results/suite</code> when the site is built" in (
+        benchmarks
+    )
+    assert "Progress: " in benchmarks and "Failures and their diagnoses" in benchmarks
+
     # Figures under benchmarks/results are published with the site.
     assert (site / "assets" / "results" / "fisor_toy" / "feasibility.png").is_file()
     api = (site / "api" / "envs" / "index.html").read_text()
