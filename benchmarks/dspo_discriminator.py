@@ -20,11 +20,11 @@ each task and seed of their DSPO runs, adds what a sweep cannot:
 Writes ``benchmarks/results/dspo_discriminator.json`` and prints Markdown tables. ``--sweep``
 may also name one sweep folder with DSPO rows (its variant is called ``default``), and
 ``--discriminator-only`` skips the BC runs, so the discriminator of any sweep's DSPO agents
-can be scored in seconds. The suite's, in ``benchmarks/results/suite/dspo_discriminator.json``::
+can be scored in seconds. The suite's, in ``benchmarks/results/suite/dspo_discriminator.json``
+(with the BC runs, about 3 minutes)::
 
-    python benchmarks/dspo_discriminator.py --sweep benchmarks/results/suite \
-        --discriminator-only \
-        --tasks OfflineToyReachAvoid-v0,OfflineBallRun-v0,OfflineCarCircle-v0 \
+    T=OfflineToyReachAvoid-v0,OfflineBallRun-v0,OfflineCarCircle-v0,OfflineDroneCircle-v0
+    python benchmarks/dspo_discriminator.py --sweep benchmarks/results/suite --tasks $T \
         --out benchmarks/results/suite/dspo_discriminator.json
 """
 
