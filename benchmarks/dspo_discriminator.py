@@ -48,12 +48,12 @@ METRICS = ("recall", "precision", "accuracy", "f1", "pearson")
 def variants(sweep: Path) -> dict[str, Path]:
     """``{variant: folder}`` of the sweep's variant folders that hold DSPO rows (a sweep
     folder of its own is the variant ``default``)."""
-    if (sweep / "sweep.json").is_file():
+    if (sweep / bench.RECORD_FILE).is_file():
         return {"default": sweep}
     found = {
         folder.name: folder
         for folder in sorted(sweep.iterdir())
-        if (folder / "sweep.json").is_file()
+        if (folder / bench.RECORD_FILE).is_file()
         and any(row["agent"] == "dspo" for row in bench.load_rows(folder))
     }
     if "default" not in found:

@@ -291,15 +291,11 @@ def suite(argument: str) -> str:
     folder = RESULTS / "suite"
     rows = _sweep_rows(folder)
     source = str(folder.relative_to(ROOT))
-    table = bench.headline_table(
-        rows,
-        source,
-        bench.planned_runs(folder),
-        bench.load_diagnoses(folder / bench.DIAGNOSES_FILE),
-    )
+    diagnoses = bench.load_diagnoses(folder / bench.DIAGNOSES_FILE)
+    table = bench.headline_table(rows, source, bench.planned_runs(folder), diagnoses)
     # The headline names the README's command; this table is rendered when the site is built.
     table = table.replace("by `safe-agents report --headline README.md`", "when the site is built")
-    failures = bench.failures_section(rows, bench.load_diagnoses(folder / bench.DIAGNOSES_FILE))
+    failures = bench.failures_section(rows, diagnoses)
     # The report's sections sit one level lower on this page, under "The suite".
     failures = re.sub(r"^(#+) ", r"#\1 ", failures, flags=re.M)
     return table + ("\n\n" + failures if failures else "")
