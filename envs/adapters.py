@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+import weakref
 from collections import deque
 from typing import Any
 
@@ -22,6 +23,38 @@ from envs.toy import ToyReachAvoidEnv
 
 #: km/h per m/s: MetaDrive 0.3+ reports the ego's speed in m/s, DSRL's cost counts km/h.
 KMH_PER_MS = 3.6
+
+# MetaDrive runs one engine per process, shared by every environment object: the environment
+# whose reset started it owns it. Left alone, a second environment's reset drives the owner's
+# engine (MetaDrive fails later with "Agents: 0 != Num_agents: 1") and its close() closes it.
+_metadrive_owner: weakref.ref[gym.Env] | None = None
+
+
+def _claim_metadrive_engine(env: gym.Env) -> None:
+    """Make ``env`` the owner of the process's MetaDrive engine, or refuse clearly."""
+    global _metadrive_owner
+    from metadrive.engine.engine_utils import close_engine, engine_initialized
+
+    owner = _metadrive_owner() if _metadrive_owner is not None else None
+    if owner is env:
+        return
+    if owner is not None and engine_initialized():
+        raise RuntimeError(
+            "MetaDrive allows one environment per process and another MetaDrive environment "
+            "of this process is open: close it (env.close()) before resetting this one"
+        )
+    if engine_initialized():  # left by an environment that was dropped without close()
+        close_engine()
+    _metadrive_owner = weakref.ref(env)
+
+
+def _release_metadrive_engine(env: gym.Env) -> bool:
+    """Whether ``env`` owned the engine (and no longer does): only then may it close it."""
+    global _metadrive_owner
+    if _metadrive_owner is None or _metadrive_owner() is not env:
+        return False
+    _metadrive_owner = None
+    return True
 
 
 class CostAdapter(gym.Wrapper):
@@ -161,7 +194,9 @@ def make_metadrive(**config: Any) -> gym.Env:
     means what it means in DSRL's data.
     Episodes end (terminated) on arrival, crash or leaving the road, and are truncated at the
     horizon. ``reset(seed=s)`` always loads the task's one map and seeds the traffic with ``s``.
-    MetaDrive allows one environment per process: close it before making another.
+    MetaDrive allows one environment per process: several may be made, but only one may have
+    reset and not yet closed (another's ``reset`` raises ``RuntimeError``; closing one that
+    never reset leaves the open one alone).
 
     Args:
         **config: MetaDrive configuration keys; ``max_episode_steps`` sets the horizon. The
@@ -216,8 +251,14 @@ def make_metadrive(**config: Any) -> gym.Env:
             return obs, reward, terminated, truncated and not terminated, info
 
         def reset(self, *, seed: int | None = None, options: dict | None = None):
+            _claim_metadrive_engine(self)
             self._traffic_seed = seed
             return super().reset(seed=None)
+
+        def close(self):
+            # Closing an environment that never reset must not close another one's engine.
+            if _release_metadrive_engine(self):
+                super().close()
 
         def render(self, *args, **kwargs):
             if not _compat.metadrive_has_real_assets():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import re
 import signal
@@ -789,6 +790,20 @@ def test_a_learning_curve_changes_neither_training_nor_the_final_evaluation():
     curved, _ = bench.execute(run, dataclasses.replace(TINY, curve_points=3, curve_episodes=1))
     assert [point["step"] for point in curved.pop("curve")] == [10, 20, 30]
     assert stable([plain]) == stable([curved])
+
+
+@pytest.mark.simulator
+def test_a_metadrive_run_with_a_curve_evaluates_to_the_end():
+    # MetaDrive runs one environment per process: the curve's environment must be closed
+    # before the final evaluation resets the run's own (the suite's MetaDrive runs once
+    # failed there with MetaDrive's "Agents: 0 != Num_agents: 1").
+    run = bench.Run("bc_all", "OfflineMetadrive-easysparse-v0", 0)
+    settings = dataclasses.replace(
+        TINY, episodes=1, overrides={"n_steps": 4}, curve_points=2, curve_episodes=1
+    )
+    row, _ = bench.execute(run, settings)
+    assert [point["step"] for point in row["curve"]] == [2, 4]
+    assert row["mean_length"] > 0 and math.isfinite(row["mean_normalized_cost"])
 
 
 def test_a_checkpoint_of_another_budget_is_not_resumed(tmp_path):

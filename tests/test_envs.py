@@ -166,6 +166,28 @@ def test_metadrive_observation_holds_the_previous_action_in_any_layout(detectors
 
 
 @pytest.mark.simulator
+def test_metadrive_environments_take_turns_and_a_second_open_one_is_refused_by_name():
+    # MetaDrive runs one engine per process. Before the guard, a second environment's reset
+    # drove the first one's engine and failed later with "Agents: 0 != Num_agents: 1".
+    first = envs.make("OfflineMetadrive-easysparse-v0", max_episode_steps=5)
+    second = envs.make("OfflineMetadrive-easysparse-v0", max_episode_steps=5)
+    try:
+        first.reset(seed=0)
+        with pytest.raises(RuntimeError, match="one environment per process"):
+            second.reset(seed=0)
+        second.close()  # never reset: must leave the first one's engine open
+        obs, *_ = first.step(np.zeros(2, dtype=np.float32))
+        assert np.all(np.isfinite(obs))
+        first.close()
+        obs, _ = second.reset(seed=1)  # its turn now
+        obs, *_ = second.step(np.zeros(2, dtype=np.float32))
+        assert np.all(np.isfinite(obs))
+    finally:
+        first.close()
+        second.close()
+
+
+@pytest.mark.simulator
 def test_metadrive_refuses_image_observations():
     with pytest.raises(ValueError, match="observe states"):
         envs.make("OfflineMetadrive-easysparse-v0", image_observation=True)

@@ -116,8 +116,10 @@ class _RunStages:
         agent.save(self.work_dir / "checkpoint.zip")
 
     def close(self) -> None:
+        """Close the curve's environment (again: harmless)."""
         if self._curve_env is not None:
             self._curve_env.close()
+            self._curve_env = None
 
 
 class _SaveWork(BaseCallback):
@@ -180,6 +182,8 @@ def execute(
         if settings.save_agents:
             with tempfile.TemporaryDirectory() as folder:
                 agent_bytes = agent.save(Path(folder) / "agent.zip").read_bytes()
+        # The curve's environment is done: MetaDrive runs one environment per process.
+        stages.close()
         start = time.perf_counter()
         report = envs.evaluate(agent, env, settings.episodes, settings.eval_seed)
         eval_seconds = time.perf_counter() - start
