@@ -1563,3 +1563,24 @@ def test_a_training_killed_with_sigkill_resumes_bit_identically_with_whole_logs(
         json.loads(line)["step"] for line in (logs / "progress.jsonl").read_text().splitlines()
     ]
     assert jsonl == list(range(50, target + 1, 50))
+
+
+def test_a_negative_first_moment_of_a_scalar_parameter_resumes_and_a_negative_second_is_refused(
+    tmp_path,
+):
+    # COptiDICE's dual variable is a scalar, and its Adam first moment may be negative: the
+    # suite's MetaDrive run of COptiDICE was once refused on resume for it.
+    agent = make_agent("coptidice", _env(), seed=0, preset="cpu")
+    agent.learn_offline(_toy(), n_steps=4)
+    state = agent.optimizers["duals"].state
+    assert state and all(moments["exp_avg"].dim() == 0 for moments in state.values())
+    for moments in state.values():
+        moments["exp_avg"].fill_(-0.5)
+    resumed = make_agent("coptidice", _env(), seed=0, preset="cpu")
+    resumed.learn_offline(_toy(), n_steps=6, resume_from=agent.save(tmp_path / "negative.zip"))
+    assert resumed.num_steps == 6
+    for moments in state.values():
+        moments["exp_avg_sq"].fill_(-0.5)
+    refused = make_agent("coptidice", _env(), seed=0, preset="cpu")
+    with pytest.raises(AgentLoadError, match="'exp_avg_sq' is negative"):
+        refused.learn_offline(_toy(), n_steps=6, resume_from=agent.save(tmp_path / "bad.zip"))

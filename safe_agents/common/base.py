@@ -599,9 +599,10 @@ def _saved_steps(steps: Any, path: str | Path) -> int:
 
 def _check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
     """Every per-parameter state tensor (Adam's moments) must have its parameter's shape and be
-    finite, its step counter finite and >= 0, and the group settings (learning rate, betas,
-    eps, weight decay) finite: ``load_state_dict`` checks none of it, and a bad value would
-    turn every weight into NaN at the first resumed step."""
+    finite, its step counter and second moments >= 0 too, and the group settings (learning
+    rate, betas, eps, weight decay) finite: ``load_state_dict`` checks none of it, and a bad
+    value would turn every weight into NaN at the first resumed step. A first moment may be
+    negative, of a scalar parameter too (COptiDICE's dual variable)."""
     for group in optimizer.param_groups:
         for key, value in group.items():
             for number in value if isinstance(value, tuple | list) else (value,):
@@ -618,8 +619,10 @@ def _check_optimizer_state(name: str, optimizer: torch.optim.Optimizer) -> None:
                         f"optimizer {name!r}: state {key!r} has shape {tuple(value.shape)} "
                         f"for a parameter of shape {tuple(parameter.shape)}"
                     )
-                if not bool(torch.isfinite(value).all()) or (value.dim() == 0 and value < 0):
-                    raise ValueError(f"optimizer {name!r}: state {key!r} is not finite and >= 0")
+                if not bool(torch.isfinite(value).all()):
+                    raise ValueError(f"optimizer {name!r}: state {key!r} is not finite")
+                if (key == "step" or key.endswith("_sq")) and bool((value < 0).any()):
+                    raise ValueError(f"optimizer {name!r}: state {key!r} is negative")
 
 
 def _check_box(name: str, space: gym.Space[Any]) -> gym.spaces.Box:
