@@ -67,6 +67,14 @@ def cost_free_rest_fraction(dataset: envs.OfflineDataset) -> float:
     return float(np.mean(costs_to_go <= 0))
 
 
+def median_normalized(returns: np.ndarray, everything: np.ndarray) -> float:
+    """The median of ``returns``, normalized with the data's own return range (``everything``):
+    the scale of the benchmark's normalized returns, so the median safe episode reads beside
+    an agent's score (what BC-Safe imitates, roughly)."""
+    low, high = float(everything.min()), float(everything.max())
+    return (float(np.median(returns)) - low) / max(high - low, 1e-8)
+
+
 def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
     """The usefulness figures of one dataset file, and its scatter picture."""
     dataset = envs.load_dataset(path)
@@ -87,6 +95,9 @@ def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
         "safe_fraction": round(float(safe.mean()), 3),
         "cost_free_rest_fraction": round(cost_free_rest_fraction(dataset), 3),
         "best_safe_return": round(float(returns[safe].max()), 1) if safe.any() else None,
+        "median_safe_normalized_return": (
+            round(median_normalized(returns[safe], returns), 2) if safe.any() else None
+        ),
         "best_return": round(float(returns[best]), 1),
         "best_return_cost": round(float(costs[best]), 1),
         "best_return_is_unsafe": bool(not safe[best]),
@@ -106,21 +117,26 @@ def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
     }
 
 
+def _two_decimals(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown(rows: dict[str, dict | None]) -> str:
     """The table of the figures, one row per task."""
     lines = [
-        "| task | episodes | transitions | safe | cost-free rest | best safe return "
-        "| best return (its cost) | DSRL return max | MB |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| task | episodes | transitions | safe | cost-free rest | median safe (normalized) "
+        "| best safe return | best return (its cost) | DSRL return max | MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for task_id, row in rows.items():
         if row is None:
-            lines.append(f"| {task_id} | not built | | | | | | | |")
+            lines.append(f"| {task_id} | not built | | | | | | | | |")
             continue
         lines.append(
             f"| {task_id} | {row['episodes']} | {row['transitions']} "
             f"| {100 * row['safe_fraction']:.0f}% "
-            f"| {100 * row['cost_free_rest_fraction']:.0f}% | {row['best_safe_return']} "
+            f"| {100 * row['cost_free_rest_fraction']:.0f}% "
+            f"| {_two_decimals(row['median_safe_normalized_return'])} | {row['best_safe_return']} "
             f"| {row['best_return']} ({row['best_return_cost']:g}) "
             f"| {row['dsrl_reference']['reward_max']} | {row['file_mb']} |"
         )

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import envs
@@ -671,7 +672,7 @@ def test_the_readme_headline_is_the_one_its_rows_generate():
     root = Path(__file__).resolve().parents[1]
     text = (root / "README.md").read_text()
     regenerated, sources = bench.render_headlines(text, root)
-    assert sources == ["benchmarks/results/bench_quick"]
+    assert sources == ["benchmarks/results/suite"]
     assert regenerated == text, "README.md's headline is stale: safe-agents report --headline"
 
 
@@ -1028,3 +1029,36 @@ def test_sweep_with_build_data_builds_the_missing_dataset_first(tmp_path, monkey
     assert len(rows) == 1 and messages[0].startswith(f"building the benchmark dataset of {TOY}")
     assert (cache / f"{TOY}.hdf5").is_file()
     assert "512 behaviour training steps" in rows[0]["data_provenance"]  # the file just built
+
+
+def test_the_zero_action_floor_is_evaluated_as_the_sweep_rows_were(tmp_path):
+    # benchmarks/zero_action.py: the sweep's evaluation episodes and seed, and its rows'
+    # normalization, on a real environment.
+    rows = tmp_path / "sweep" / "rows"
+    rows.mkdir(parents=True)
+    row = {
+        "agent": "bc_all",
+        "task": TOY,
+        "seed": 0,
+        "eval_seed": 1000,
+        "reward_range": [-100.0, 100.0],
+        "episodes": {"return": [1.0, 2.0], "cost": [0.0, 0.0], "length": [100, 100]},
+        "mean_return": 1.5,
+        "mean_cost": 0.0,
+    }
+    (rows / f"bc_all__{TOY}__seed0.json").write_text(json.dumps(row))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "zero_action.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--sweep", str(tmp_path / "sweep")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (result,) = json.loads((tmp_path / "sweep" / "zero_action.json").read_text())["rows"]
+    env = envs.make(TOY)
+    zero = envs.evaluate(
+        lambda obs: np.zeros(2, np.float32), env, 2, 1000, reward_range=(-100.0, 100.0)
+    )
+    assert result["episodes"] == 2 and result["reward_range"] == [-100.0, 100.0]
+    assert result["mean_normalized_return"] == pytest.approx(zero["mean_normalized_return"])
+    assert result["mean_return"] == pytest.approx(zero["mean_return"])

@@ -267,3 +267,17 @@ def test_the_cost_free_rest_of_a_dataset_counts_steps_that_never_cost_again():
         timeouts=np.array([0, 0, 1, 0, 1], np.float32),
     )
     assert module.cost_free_rest_fraction(data) == pytest.approx(3 / 5)
+
+
+def test_the_median_safe_return_is_normalized_with_the_data_range():
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "datasets.py"
+    spec = importlib.util.spec_from_file_location("_datasets_script", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    everything = np.array([-10.0, 0.0, 5.0, 30.0])
+    # Safe returns 0 and 5: median 2.5, on the range [-10, 30] of every episode.
+    assert module.median_normalized(everything[1:3], everything) == pytest.approx(12.5 / 40)
