@@ -42,7 +42,7 @@ import envs
 from envs.metrics import discriminator_report
 from safe_agents import BCAll, bench, load_agent
 
-METRICS = ("recall", "precision", "accuracy", "f1", "pearson")
+METRICS = ("recall", "precision", "accuracy", "f1", "pearson", "auc")
 
 
 def variants(sweep: Path) -> dict[str, Path]:
@@ -143,8 +143,14 @@ def main() -> None:
             for name, folder in folders.items():
                 path = bench.agent_path(folder, bench.Run("dspo", task, seed))
                 if path.is_file():
-                    signals = load_agent(path).safety_signals(unlabeled)
-                    scores[name] = discriminator_report(signals, is_safe)
+                    agent = load_agent(path)
+                    signals = agent.safety_signals(unlabeled)
+                    scores[name] = {
+                        **discriminator_report(signals, is_safe),
+                        # Against the demos' own: a discriminator that memorized them calls
+                        # every unlabeled trajectory unsafe, the safe ones included.
+                        "median_signal_demos": float(np.median(agent.safety_signals(demos))),
+                    }
             discriminator.setdefault(task, []).append(scores)
             print(f"{task} seed {seed} done", flush=True)
         env.close()

@@ -1,9 +1,9 @@
 """The do-nothing reference: the zero action at every step, on every task of a sweep.
 
-A floor under every table of normalized returns: on some tasks doing nothing is safe and earns
-a fair share of the data's return range (a point that stays where it starts on PointGoal1), on
-others it ends the episode at once (a drone falls). An agent's score reads against it: a
-"safe" agent below it has learned nothing a user could not get for free.
+A floor under every table of normalized returns: doing nothing is safe on every benchmark task,
+and on some it earns a fair share of the data's return range (a point that stays where it
+starts on PointGoal1). An agent's score reads against it: a "safe" agent below it does worse
+than what a user gets for free.
 
 The protocol is the sweep's final evaluation: the same episodes (``episodes`` of them, reset
 with seeds from ``eval_seed``) and the normalization of the sweep's rows on that task (the
@@ -17,6 +17,7 @@ Writes ``<sweep>/zero_action.json`` (``--out`` elsewhere) and prints a Markdown 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,11 @@ from safe_agents import bench
 def zero_action_row(task: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The zero action on ``task``, evaluated as the sweep's ``rows`` of that task were."""
     first = rows[0]
-    ranges = {tuple(row["reward_range"]) for row in rows}
-    if len(ranges) != 1:
-        raise ValueError(f"{task}: the sweep's rows normalize with {len(ranges)} ranges")
-    (reward_range,) = ranges
+    for name in ("reward_range", "eval_seed", "episodes_count"):
+        values = {json.dumps(row[name]) for row in rows}
+        if len(values) != 1:
+            raise ValueError(f"{task}: the sweep's rows differ in {name} ({sorted(values)})")
+    reward_range = tuple(first["reward_range"])
     env = envs.make(task)
     try:
         zero = np.zeros(env.action_space.shape, dtype=env.action_space.dtype)

@@ -27,25 +27,44 @@ KMH_PER_MS = 3.6
 # MetaDrive runs one engine per process, shared by every environment object: the environment
 # whose reset started it owns it. Left alone, a second environment's reset drives the owner's
 # engine (MetaDrive fails later with "Agents: 0 != Num_agents: 1") and its close() closes it.
+# The engine keeps its owner alive (it holds the owner's reset as an event handler), so an owner
+# dropped without close() blocks MetaDrive until close_metadrive_engine().
 _metadrive_owner: weakref.ref[gym.Env] | None = None
+
+
+def close_metadrive_engine() -> None:
+    """Close this process's MetaDrive engine, whichever environment started it.
+
+    The way out when the environment that reset last is out of reach (dropped without
+    ``close()``, or lost with an exception): the next MetaDrive environment's ``reset`` starts
+    a fresh engine. The dropped environment must not be used again.
+    """
+    global _metadrive_owner
+    from metadrive.engine.engine_utils import close_engine, engine_initialized
+
+    if engine_initialized():
+        close_engine()
+    _metadrive_owner = None
 
 
 def _claim_metadrive_engine(env: gym.Env) -> None:
     """Make ``env`` the owner of the process's MetaDrive engine, or refuse clearly."""
     global _metadrive_owner
-    from metadrive.engine.engine_utils import close_engine, engine_initialized
+    from metadrive.engine.engine_utils import engine_initialized
 
     owner = _metadrive_owner() if _metadrive_owner is not None else None
     if owner is env:
         return
-    if owner is not None and engine_initialized():
-        raise RuntimeError(
-            "MetaDrive allows one environment per process and another MetaDrive environment "
-            "of this process is open: close it (env.close()) before resetting this one"
-        )
-    if engine_initialized():  # left by an environment that was dropped without close()
-        close_engine()
+    if engine_initialized():
+        raise RuntimeError(_ENGINE_TAKEN.format(action="resetting"))
     _metadrive_owner = weakref.ref(env)
+
+
+_ENGINE_TAKEN = (
+    "MetaDrive allows one environment per process and another MetaDrive environment of this "
+    "process is open: close it (env.close()) before {action} this one, or, when it is out of "
+    "reach, call envs.adapters.close_metadrive_engine()"
+)
 
 
 def _release_metadrive_engine(env: gym.Env) -> bool:
@@ -194,9 +213,10 @@ def make_metadrive(**config: Any) -> gym.Env:
     means what it means in DSRL's data.
     Episodes end (terminated) on arrival, crash or leaving the road, and are truncated at the
     horizon. ``reset(seed=s)`` always loads the task's one map and seeds the traffic with ``s``.
-    MetaDrive allows one environment per process: several may be made, but only one may have
-    reset and not yet closed (another's ``reset`` raises ``RuntimeError``; closing one that
-    never reset leaves the open one alone).
+    MetaDrive allows one environment per process: several may be made while none has reset,
+    but once one has reset, until it is closed, making or resetting another raises
+    ``RuntimeError`` (closing one that never reset leaves the open one alone;
+    :func:`close_metadrive_engine` frees the engine of one that is out of reach).
 
     Args:
         **config: MetaDrive configuration keys; ``max_episode_steps`` sets the horizon. The
@@ -205,6 +225,7 @@ def make_metadrive(**config: Any) -> gym.Env:
 
     Raises:
         ValueError: ``image_observation=True`` (the tasks observe states, as DSRL's).
+        RuntimeError: another MetaDrive environment of this process has reset and is open.
     """
     if config.get("image_observation"):
         raise ValueError(
@@ -212,6 +233,10 @@ def make_metadrive(**config: Any) -> gym.Env:
         )
     _compat.ensure_metadrive_offline_assets()
     from metadrive.base_class.randomizable import Randomizable
+    from metadrive.engine.engine_utils import engine_initialized
+
+    if engine_initialized():  # MetaDrive's own check says only "after engine initialization"
+        raise RuntimeError(_ENGINE_TAKEN.format(action="making"))
     from metadrive.envs import SafeMetaDriveEnv
     from metadrive.manager.traffic_manager import TrafficMode
     from metadrive.obs.state_obs import LidarStateObservation, StateObservation

@@ -56,7 +56,10 @@ def discriminator_report(
     Returns:
         ``recall`` (safe trajectories called safe), ``precision``, ``accuracy``, ``f1`` and
         ``pearson`` (correlation of the signal with the safe indicator; NaN when either is
-        constant), plus ``n`` and ``n_safe``.
+        constant), plus ``n`` and ``n_safe``; beyond the paper, ``auc``, the probability that
+        a safe trajectory's signal ranks above an unsafe one's (ties count half; NaN without
+        both kinds), which does not depend on the threshold, and ``median_signal_safe`` /
+        ``median_signal_unsafe`` (NaN when there is none of the kind).
     """
     signals = np.asarray(signals, dtype=np.float64).reshape(-1)
     truth = np.asarray(is_safe, dtype=bool).reshape(-1)
@@ -77,4 +80,19 @@ def discriminator_report(
         "pearson": pearson,
         "n": int(len(truth)),
         "n_safe": int(truth.sum()),
+        "auc": _ranking_auc(signals, truth),
+        "median_signal_safe": float(np.median(signals[truth])) if truth.any() else float("nan"),
+        "median_signal_unsafe": (
+            float(np.median(signals[~truth])) if not truth.all() else float("nan")
+        ),
     }
+
+
+def _ranking_auc(scores: np.ndarray, positive: np.ndarray) -> float:
+    """P(score of a positive > score of a negative), ties counting half (Mann-Whitney U)."""
+    n_positive, n_negative = int(positive.sum()), int((~positive).sum())
+    if n_positive == 0 or n_negative == 0:
+        return float("nan")
+    above = (scores[positive][:, None] > scores[~positive][None, :]).sum()
+    ties = (scores[positive][:, None] == scores[~positive][None, :]).sum()
+    return float((above + 0.5 * ties) / (n_positive * n_negative))

@@ -1040,7 +1040,7 @@ def test_the_zero_action_floor_is_evaluated_as_the_sweep_rows_were(tmp_path):
         "agent": "bc_all",
         "task": TOY,
         "seed": 0,
-        "eval_seed": 1000,
+        "eval_seed": 1234,
         "reward_range": [-100.0, 100.0],
         "episodes": {"return": [1.0, 2.0], "cost": [0.0, 0.0], "length": [100, 100]},
         "mean_return": 1.5,
@@ -1057,8 +1057,9 @@ def test_the_zero_action_floor_is_evaluated_as_the_sweep_rows_were(tmp_path):
     (result,) = json.loads((tmp_path / "sweep" / "zero_action.json").read_text())["rows"]
     env = envs.make(TOY)
     zero = envs.evaluate(
-        lambda obs: np.zeros(2, np.float32), env, 2, 1000, reward_range=(-100.0, 100.0)
+        lambda obs: np.zeros(2, np.float32), env, 2, 1234, reward_range=(-100.0, 100.0)
     )
-    assert result["episodes"] == 2 and result["reward_range"] == [-100.0, 100.0]
+    assert result["episodes"] == 2 and result["eval_seed"] == 1234
+    assert result["reward_range"] == [-100.0, 100.0]
     assert result["mean_normalized_return"] == pytest.approx(zero["mean_normalized_return"])
     assert result["mean_return"] == pytest.approx(zero["mean_return"])

@@ -207,7 +207,14 @@ def test_discriminator_report_by_hand():
     truth = np.array([1, 1, 1, 0, 0], dtype=float)
     expected = np.corrcoef([0.9, 0.8, 0.2, 0.6, 0.1], truth)[0, 1]
     assert report["pearson"] == pytest.approx(expected)
+    # Safe 0.9, 0.8, 0.2 against unsafe 0.6, 0.1: 5 of the 6 pairs ranked right.
+    assert report["auc"] == pytest.approx(5 / 6)
+    assert report["median_signal_safe"] == pytest.approx(0.8)
+    assert report["median_signal_unsafe"] == pytest.approx(0.35)
+    tied = discriminator_report(np.array([0.5, 0.5]), np.array([True, False]))
+    assert tied["auc"] == pytest.approx(0.5)
     assert np.isnan(discriminator_report(np.ones(3), np.array([1, 0, 1]))["pearson"])
+    assert np.isnan(discriminator_report(np.ones(2), np.array([1, 1]))["auc"])
     with pytest.raises(ValueError, match="differ in length"):
         discriminator_report(np.ones(3), np.ones(2))
 

@@ -182,9 +182,17 @@ def test_metadrive_environments_take_turns_and_a_second_open_one_is_refused_by_n
         obs, _ = second.reset(seed=1)  # its turn now
         obs, *_ = second.step(np.zeros(2, dtype=np.float32))
         assert np.all(np.isfinite(obs))
+        del second  # dropped without close(): the engine keeps it, and blocks the next one
+        with pytest.raises(RuntimeError, match="close_metadrive_engine"):
+            envs.make("OfflineMetadrive-easysparse-v0", max_episode_steps=5)
+        envs.adapters.close_metadrive_engine()
+        third = envs.make("OfflineMetadrive-easysparse-v0", max_episode_steps=5)
+        obs, _ = third.reset(seed=2)
+        assert np.all(np.isfinite(obs))
+        third.close()
     finally:
         first.close()
-        second.close()
+        envs.adapters.close_metadrive_engine()
 
 
 @pytest.mark.simulator
