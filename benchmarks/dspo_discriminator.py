@@ -21,10 +21,9 @@ Writes ``benchmarks/results/dspo_discriminator.json`` and prints Markdown tables
 may also name one sweep folder with DSPO rows (its variant is called ``default``), and
 ``--discriminator-only`` skips the BC runs, so the discriminator of any sweep's DSPO agents
 can be scored in seconds. The suite's, in ``benchmarks/results/suite/dspo_discriminator.json``
-(with the BC runs, about 3 minutes)::
+(every task, with the BC runs: about 7.5 minutes on 2 CPU cores)::
 
-    T=OfflineToyReachAvoid-v0,OfflineBallRun-v0,OfflineCarCircle-v0,OfflineDroneCircle-v0
-    python benchmarks/dspo_discriminator.py --sweep benchmarks/results/suite --tasks $T \
+    python benchmarks/dspo_discriminator.py --sweep benchmarks/results/suite \
         --out benchmarks/results/suite/dspo_discriminator.json
 """
 
