@@ -245,9 +245,8 @@ def test_shipped_simulator_datasets_fit_their_task_and_are_not_trivial(
     assert returns.max() > returns[safe].max()
 
 
-def test_the_cost_free_rest_of_a_dataset_counts_steps_that_never_cost_again():
-    # benchmarks/datasets.py's lower bound on FISOR's feasible region, on two hand-made
-    # episodes: costs [0, 1, 0] then [0, 0]: the last step of the first and all of the second.
+def _datasets_script():
+    """benchmarks/datasets.py as a module (a script, not part of the package)."""
     import importlib.util
     from pathlib import Path
 
@@ -256,6 +255,13 @@ def test_the_cost_free_rest_of_a_dataset_counts_steps_that_never_cost_again():
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cost_free_rest_of_a_dataset_counts_steps_that_never_cost_again():
+    # benchmarks/datasets.py's lower bound on FISOR's feasible region, on two hand-made
+    # episodes: costs [0, 1, 0] then [0, 0]: the last step of the first and all of the second.
+    module = _datasets_script()
     n = 5
     data = OfflineDataset(
         observations=np.zeros((n, 2), np.float32),
@@ -270,14 +276,7 @@ def test_the_cost_free_rest_of_a_dataset_counts_steps_that_never_cost_again():
 
 
 def test_the_median_safe_return_is_normalized_with_the_data_range():
-    import importlib.util
-    from pathlib import Path
-
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "datasets.py"
-    spec = importlib.util.spec_from_file_location("_datasets_script", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _datasets_script()
     everything = np.array([-10.0, 0.0, 5.0, 30.0])
     # Safe returns 0 and 5: median 2.5, on the range [-10, 30] of every episode.
     assert module.median_normalized(everything[1:3], everything) == pytest.approx(12.5 / 40)
