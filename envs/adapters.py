@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import random
-import weakref
 from collections import deque
 from typing import Any
 
@@ -27,9 +26,14 @@ KMH_PER_MS = 3.6
 # MetaDrive runs one engine per process, shared by every environment object: the environment
 # whose reset started it owns it. Left alone, a second environment's reset drives the owner's
 # engine (MetaDrive fails later with "Agents: 0 != Num_agents: 1") and its close() closes it.
-# The engine keeps its owner alive (it holds the owner's reset as an event handler), so an owner
-# dropped without close() blocks MetaDrive until close_metadrive_engine().
-_metadrive_owner: weakref.ref[gym.Env] | None = None
+# The engine keeps its owner alive anyway (it holds the owner's reset as an event handler), so
+# an owner dropped without close() blocks MetaDrive until close_metadrive_engine().
+_metadrive_owner: gym.Env | None = None
+_ENGINE_TAKEN = (
+    "MetaDrive allows one environment per process and another MetaDrive environment of this "
+    "process is open: close it (env.close()) before {action} this one, or, when it is out of "
+    "reach, call envs.adapters.close_metadrive_engine()"
+)
 
 
 def close_metadrive_engine() -> None:
@@ -52,25 +56,17 @@ def _claim_metadrive_engine(env: gym.Env) -> None:
     global _metadrive_owner
     from metadrive.engine.engine_utils import engine_initialized
 
-    owner = _metadrive_owner() if _metadrive_owner is not None else None
-    if owner is env:
+    if _metadrive_owner is env:
         return
     if engine_initialized():
         raise RuntimeError(_ENGINE_TAKEN.format(action="resetting"))
-    _metadrive_owner = weakref.ref(env)
-
-
-_ENGINE_TAKEN = (
-    "MetaDrive allows one environment per process and another MetaDrive environment of this "
-    "process is open: close it (env.close()) before {action} this one, or, when it is out of "
-    "reach, call envs.adapters.close_metadrive_engine()"
-)
+    _metadrive_owner = env
 
 
 def _release_metadrive_engine(env: gym.Env) -> bool:
     """Whether ``env`` owned the engine (and no longer does): only then may it close it."""
     global _metadrive_owner
-    if _metadrive_owner is None or _metadrive_owner() is not env:
+    if _metadrive_owner is not env:
         return False
     _metadrive_owner = None
     return True
