@@ -24,6 +24,7 @@ import numpy as np
 
 import envs
 from envs.datasets import dataset_locations
+from envs.metrics import Normalizer
 from envs.plots import plot_dataset
 from safe_agents.bench import write_result
 from safe_agents.common.data import returns_to_go
@@ -67,12 +68,11 @@ def cost_free_rest_fraction(dataset: envs.OfflineDataset) -> float:
     return float(np.mean(costs_to_go <= 0))
 
 
-def median_normalized(returns: np.ndarray, everything: np.ndarray) -> float:
-    """The median of ``returns``, normalized with the data's own return range (``everything``):
-    the scale of the benchmark's normalized returns, so the median safe episode reads beside
-    an agent's score (what BC-Safe imitates, roughly)."""
-    low, high = float(everything.min()), float(everything.max())
-    return (float(np.median(returns)) - low) / max(high - low, 1e-8)
+def median_normalized(returns: np.ndarray, normalizer: Normalizer) -> float:
+    """The median of ``returns`` on the benchmark's normalized scale (``normalizer``: the data's
+    reference returns, which agents trained on it are normalized with), so the median safe
+    episode reads beside an agent's score (what BC-Safe imitates, roughly)."""
+    return float(normalizer.normalized_return(float(np.median(returns))))
 
 
 def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
@@ -96,7 +96,11 @@ def inspect(task_id: str, path: Path, picture_dir: Path) -> dict:
         "cost_free_rest_fraction": round(cost_free_rest_fraction(dataset), 3),
         "best_safe_return": round(float(returns[safe].max()), 1) if safe.any() else None,
         "median_safe_normalized_return": (
-            round(median_normalized(returns[safe], returns), 2) if safe.any() else None
+            round(
+                median_normalized(returns[safe], Normalizer(*dataset.reference_range(), limit)), 2
+            )
+            if safe.any()
+            else None
         ),
         "best_return": round(float(returns[best]), 1),
         "best_return_cost": round(float(costs[best]), 1),

@@ -277,6 +277,8 @@ def test_the_cost_free_rest_of_a_dataset_counts_steps_that_never_cost_again():
 
 def test_the_median_safe_return_is_normalized_with_the_data_range():
     module = _datasets_script()
-    everything = np.array([-10.0, 0.0, 5.0, 30.0])
-    # Safe returns 0 and 5: median 2.5, on the range [-10, 30] of every episode.
-    assert module.median_normalized(everything[1:3], everything) == pytest.approx(12.5 / 40)
+    from envs.metrics import Normalizer
+
+    # Safe returns 0 and 5: median 2.5, on the reference range [-10, 30].
+    normalizer = Normalizer(-10.0, 30.0, cost_limit=10.0)
+    assert module.median_normalized(np.array([0.0, 5.0]), normalizer) == pytest.approx(12.5 / 40)
