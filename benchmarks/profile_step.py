@@ -9,6 +9,7 @@ their pretraining and discriminator stages).
     python benchmarks/profile_step.py fisor                  # cpu preset, 100 steps
     python benchmarks/profile_step.py spi --preset paper --steps 10
     python benchmarks/profile_step.py fisor --out benchmarks/results/profile_fisor_cpu.txt
+    python benchmarks/profile_step.py fisor --compile   # the compiled updates (compile=True)
 
 The profiler adds a few microseconds to every operation, so the shares matter, not the times.
 """
@@ -31,7 +32,9 @@ from safe_agents.common.fileio import atomic_write
 WARMUP = 5
 
 
-def profile_steps(name: str, preset: str, task: str, steps: int, rows: int) -> str:
+def profile_steps(
+    name: str, preset: str, task: str, steps: int, rows: int, compile: bool = False
+) -> str:
     """The profiler's table of ``steps`` training steps of agent ``name`` after a warm-up."""
     torch.set_num_threads(1)
     env = envs.make(task)
@@ -40,14 +43,16 @@ def profile_steps(name: str, preset: str, task: str, steps: int, rows: int) -> s
     kwargs = {}
     if agent_class.needs_demos:
         data, kwargs["demos"] = data.strip_costs(10)
-    agent = agent_class(env, seed=0, preset=preset)
+    agent = agent_class(env, seed=0, preset=preset, compile=compile)
     agent.learn_offline(data, callback=StopAfterSteps(WARMUP), **kwargs)
     with profile(activities=[ProfilerActivity.CPU]) as profiler:
         agent.learn_offline(data, callback=StopAfterSteps(WARMUP + steps), **kwargs)
     table = profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows)
     total_ms = sum(event.self_cpu_time_total for event in profiler.key_averages()) / 1000
+    compiled = f", compiled (compile=True: {agent.compile_seconds:.1f} s)" if compile else ""
     return (
-        f"{name} at the {preset} preset on {task}: {steps} steps after {WARMUP} warm-up steps, "
+        f"{name} at the {preset} preset{compiled} on {task}: {steps} steps after {WARMUP} "
+        "warm-up steps, "
         f"{total_ms / steps:.2f} ms of operations per step under the profiler\n"
         f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}, "
         f"{platform.machine()}, torch {torch.__version__} "
@@ -62,9 +67,10 @@ def main() -> None:
     parser.add_argument("--task", default="OfflineToyReachAvoid-v0")
     parser.add_argument("--steps", type=int, default=100, help="profiled steps")
     parser.add_argument("--rows", type=int, default=25, help="operations listed")
+    parser.add_argument("--compile", action="store_true", help="compile the updates")
     parser.add_argument("--out", type=Path, default=None, help="also write the table here")
     args = parser.parse_args()
-    report = profile_steps(args.agent, args.preset, args.task, args.steps, args.rows)
+    report = profile_steps(args.agent, args.preset, args.task, args.steps, args.rows, args.compile)
     print(report)
     if args.out is not None:
         atomic_write(args.out, report + "\n")

@@ -16,6 +16,11 @@ gives the median over rounds per side and their ratio:
 - ``predict`` latency in milliseconds, deterministic, for one observation (repeated for about
   0.5 s) and for a batch of 1000 (for about 0.5 s, at least once), each after an untimed call.
 
+With ``--compile``, every agent that supports ``compile=True`` (FISOR, SPI, DRCORL) gets a
+second row, "compiled": the current tree's agent built with ``compile=True`` against the same
+reference measurements as the plain row, with the seconds its first steps took to compile
+(measured in the current worker, whose compile cache the earlier rounds may have warmed).
+
 Every ratio is a speed-up: above 1 the current tree is faster (steps/s current / reference;
 milliseconds and seconds reference / current). Timings compare only within one run on one
 machine; rerun on an otherwise idle one.
@@ -23,6 +28,7 @@ machine; rerun on an otherwise idle one.
     python benchmarks/speed.py                           # every agent, both presets, vs HEAD
     python benchmarks/speed.py --agents bc_all,fisor --presets cpu --rounds 5
     python benchmarks/speed.py --reference HEAD~3 --task OfflineBallRun-v0 --seconds 5
+    python benchmarks/speed.py --agents fisor,spi,drcorl --compile --reference 69cc25d
 
 Writes ``benchmarks/results/speed_<task>.json`` (``--out``; every round's numbers, the medians
 and the speed-ups) and the Markdown table beside it (``.md``), and prints the table.
@@ -171,10 +177,11 @@ def measure(request: dict[str, Any], cells: dict[tuple[str, str], Cell], tasks: 
         tasks[task] = (envs.make(task), envs.load_dataset(task))
     env, data = tasks[task]
     agent_class = get_agent_class(name)
-    cell = cells.setdefault((name, preset), Cell())
+    compile_ = {"compile": True} if request.get("compile") else {}
+    cell = cells.setdefault((name, preset, bool(compile_)), Cell())
 
     def make(**stage_lengths: int) -> Any:
-        return agent_class(env, seed=0, preset=preset, **stage_lengths)
+        return agent_class(env, seed=0, preset=preset, **compile_, **stage_lengths)
 
     stages, training = stages_of(agent_class), training_data(agent_class, data)
     generation = None
@@ -187,6 +194,7 @@ def measure(request: dict[str, Any], cells: dict[tuple[str, str], Cell], tasks: 
     batch = np.resize(observations, (1000, observations.shape[1]))  # (1000, obs_dim), repeated
     return {
         "steps_per_s": rates,
+        "compile_s": getattr(agent, "compile_seconds", None),
         "generation_s": generation,
         "predict_ms_1": latency_ms(agent, observations[0], 3, seconds=0.5),
         "predict_ms_1000": latency_ms(agent, batch, 1, seconds=0.5),
@@ -206,7 +214,7 @@ def worker() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent ends its workers on Ctrl-C
     torch.set_num_threads(1)
     send(out, {"safe_agents": safe_agents.__file__, "envs": envs.__file__})
-    cells: dict[tuple[str, str], Cell] = {}
+    cells: dict[tuple[str, str, bool], Cell] = {}
     tasks: dict[str, Any] = {}
     for line in sys.stdin:
         try:
@@ -296,6 +304,9 @@ def summarize(results: dict[str, list[dict]]) -> list[dict[str, Any]]:
     if rows:
         for key in ("predict_ms_1", "predict_ms_1000"):
             rows[-1][key] = compare(results, lambda r, k=key: r[k], False)
+    compile_seconds = [r["compile_s"] for r in results["current"] if r.get("compile_s")]
+    if rows and compile_seconds:  # the first build's (later ones may hit the compile cache)
+        rows[0]["compile_s"] = compile_seconds[0]
     if any(result.get("generation_s") for result in ok):
         generation = compare(results, lambda r: r.get("generation_s"), False)
         rows.append({"stage": "generation", "generation_s": generation})
@@ -322,6 +333,9 @@ def markdown(result: dict[str, Any]) -> str:
     for cell in result["cells"]:
         for row in cell["rows"] or [{"stage": "failed, see the JSON"}]:
             label = cell["agent"] + (f" [{row['stage']}]" if row["stage"] else "")
+            if cell.get("compile"):
+                compiled = f", {row['compile_s']:.0f} s to compile" if row.get("compile_s") else ""
+                label += f" (compiled{compiled})"
             training = (
                 cells(row["generation_s"], " s")
                 if "generation_s" in row
@@ -343,7 +357,12 @@ def run(args: argparse.Namespace, names: list[str], presets: list[str]) -> dict[
     reference = {"name": args.reference, "revision": revision}
     current = {"revision": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain"))}
     seconds = {preset: args.seconds or SECONDS.get(preset, SECONDS["paper"]) for preset in presets}
-    cells = [{"agent": name, "preset": preset} for preset in presets for name in names]
+    cells: list[dict[str, Any]] = []
+    for preset in presets:
+        for name in names:
+            cells.append({"agent": name, "preset": preset})
+            if args.compile and get_agent_class(name).supports_compile:
+                cells.append({"agent": name, "preset": preset, "compile": True})
     temporary = Path(tempfile.mkdtemp(prefix="speed-"))
     tree, workers = temporary / "reference", {}
     try:
@@ -352,11 +371,15 @@ def run(args: argparse.Namespace, names: list[str], presets: list[str]) -> dict[
         workers["current"] = Worker("current", ROOT)
         for round_ in range(args.rounds):
             for cell in cells:
-                for side in SIDES if round_ % 2 == 0 else SIDES[::-1]:  # who goes first alternates
+                order = SIDES if round_ % 2 == 0 else SIDES[::-1]  # who goes first alternates
+                # A compiled row's reference is its plain row's: only the current tree compiles.
+                for side in ("current",) if cell.get("compile") else order:
                     name, preset = cell["agent"], cell["preset"]
                     request = {"agent": name, "preset": preset, "task": args.task}
                     request["seconds"] = seconds[preset]
+                    request["compile"] = bool(cell.get("compile"))
                     label = f"round {round_ + 1}/{args.rounds}: {name} {preset}"
+                    label += " compiled" if cell.get("compile") else ""
                     cell.setdefault(side, []).append(workers[side].ask(request, label))
     finally:
         for worker in workers.values():
@@ -364,6 +387,16 @@ def run(args: argparse.Namespace, names: list[str], presets: list[str]) -> dict[
         command = ["git", "worktree", "remove", "--force", str(tree)]
         subprocess.run(command, cwd=ROOT, capture_output=True)
         shutil.rmtree(temporary, ignore_errors=True)
+    for cell in cells:
+        if cell.get("compile"):
+            plain = next(
+                c
+                for c in cells
+                if c["agent"] == cell["agent"]
+                and not c.get("compile")
+                and c["preset"] == cell["preset"]
+            )
+            cell["reference"] = plain["reference"]
     for side, record in (("reference", reference), ("current", current)):
         record.update(workers[side].modules)
     return {
@@ -399,6 +432,11 @@ def main() -> None:
         default=None,
         help="training time per measurement and stage "
         f"(default {SECONDS['cpu']:g} at the cpu preset, {SECONDS['paper']:g} at paper)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="also measure the current tree's agents with compile=True, where they support it",
     )
     parser.add_argument("--out", default=None, help="default benchmarks/results/speed_<task>.json")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -312,11 +312,13 @@ def sweep_plots(argument: str) -> str:
 
 def speed(argument: str) -> str:
     """``speed_OfflineToyReachAvoid-v0.json`` by ``benchmarks/speed.py``'s own table: a
-    reference revision against a working tree."""
-    result = _load("speed_OfflineToyReachAvoid-v0.json")
+    reference revision against a working tree (``speed:compile``: the ``--compile`` run's
+    ``speed_compile_OfflineToyReachAvoid-v0.json``)."""
+    name = f"speed{'_' + argument if argument else ''}_OfflineToyReachAvoid-v0.json"
+    result = _load(name)
     machine = result["machine"]
     return _caption(
-        "`benchmarks/results/speed_OfflineToyReachAvoid-v0.json`",
+        f"`benchmarks/results/{name}`",
         result["date"],
         "the task's shipped dataset",
         f"task {result['task']}, {result['torch_threads']} torch thread(s), machine: "
@@ -425,7 +427,7 @@ ARGUMENTS: dict[str, set[str] | None] = {
     "set": None,
     "safety_filter": {"", "ppo"},
     "dspo_discriminator": {"", "table2"},
-    "speed": {""},
+    "speed": {"", "compile"},
     "threads": {""},
     "fidelity": {""},
     "datasets": {""},

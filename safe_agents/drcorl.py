@@ -71,6 +71,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
+from safe_agents.common.compiled import Update
 from safe_agents.common.config import (
     CPU_MLPS,
     CostCriticConfig,
@@ -85,7 +86,6 @@ from safe_agents.common.critics import (
     ensemble_td_loss,
     expectile_loss,
     make_target,
-    soft_update,
     td_target,
     upper_confidence_bound,
 )
@@ -309,6 +309,7 @@ class DRCORL(BaseAgent):
     name = "drcorl"
     config_class = DRCORLConfig
     config: DRCORLConfig
+    supports_compile = True
     actor: GaussianActor | DeterministicActor
 
     def _build(self) -> None:
@@ -353,6 +354,26 @@ class DRCORL(BaseAgent):
             ),
             "actor": torch.optim.Adam(
                 self.actor.parameters(), lr=c.actor_learning_rate, **optimizer_options(self.device)
+            ),
+        }
+        # The behaviour model and the critics as compilable updates; the policy's own update
+        # (gradient manipulation between two gradients) stays eager.
+        self.updates = {
+            "behaviour": Update(
+                self._behaviour_loss,
+                self.optimizers["behaviour"],
+                {"behaviour": self.behaviour},
+                compile=self.compile,
+            ),
+            "critic": Update(
+                self._critic_loss,
+                self.optimizers["critic"],
+                {"reward_q": self.reward_q, "reward_v": self.reward_v, "cost_q": self.cost_q},
+                [
+                    (self.reward_q_target, self.reward_q, c.tau),
+                    (self.cost_q_target, self.cost_q, c.tau),
+                ],
+                compile=self.compile,
             ),
         }
 
@@ -433,11 +454,12 @@ class DRCORL(BaseAgent):
 
     def _update_behaviour(self, obs: torch.Tensor, actions: torch.Tensor) -> Metrics:
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
-        loss = F.mse_loss(self.behaviour(noisy, t, obs), noise)  # Eq. 5
-        self.optimizers["behaviour"].zero_grad()
-        loss.backward()
-        self.optimizers["behaviour"].step()
-        return {"diffusion_loss": loss.detach()}
+        return {"diffusion_loss": self.updates["behaviour"](obs, noisy, t, noise)["loss"]}
+
+    def _behaviour_loss(
+        self, obs: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return F.mse_loss(self.behaviour(noisy, t, obs), noise), {}  # Eq. 5
 
     def _update_critics(
         self,
@@ -446,23 +468,49 @@ class DRCORL(BaseAgent):
         next_obs: torch.Tensor,
         actions: torch.Tensor,
     ) -> Metrics:
-        c = self.config
         # Time-limit ends are bootstrapped through: only true terminations stop the return.
         terminal = done_mask(batch, through_timeouts=True)
+        with torch.no_grad():
+            # The policy's a', not the data's: Q_c must price the policy being extracted.
+            next_actions, _ = self._sample_policy(next_obs, self.train_generator)
+            policy_actions, _ = self._sample_policy(obs, self.train_generator)  # for Eq. 19
+        critic = self.updates["critic"](
+            obs,
+            actions,
+            next_obs,
+            next_actions,
+            policy_actions,
+            batch.rewards,
+            batch.costs,
+            terminal,
+        )
+        return {key: value for key, value in critic.items() if key != "loss"}  # the parts
+
+    def _critic_loss(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        next_obs: torch.Tensor,
+        next_actions: torch.Tensor,
+        policy_actions: torch.Tensor,
+        rewards: torch.Tensor,
+        costs: torch.Tensor,
+        terminal: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reward critics' IQL losses and the cost ensemble's, summed: one optimizer, since
+        each loss reaches only its own network (the targets are detached)."""
+        c = self.config
         # Reward: IQL (Eq. 17-18); targets are constants.
         with torch.no_grad():
-            reward_target = td_target(batch.rewards, self.reward_v(next_obs), terminal, c.gamma)
+            reward_target = td_target(rewards, self.reward_v(next_obs), terminal, c.gamma)
             reward_q_min = self.reward_q_target(obs, actions).min(dim=0).values  # (B,), Eq. 17
         reward_q_loss = ensemble_td_loss(self.reward_q(obs, actions), reward_target)
         reward_v_loss = expectile_loss(reward_q_min - self.reward_v(obs), c.reward_expectile)
         # Cost: TD with the policy's next actions, each member on its own target (Eq. 19).
         with torch.no_grad():
-            # The policy's a', not the data's: Q_c must price the policy being extracted.
-            next_actions, _ = self._sample_policy(next_obs, self.train_generator)
-            policy_actions, _ = self._sample_policy(obs, self.train_generator)  # for Eq. 19
             # (E, B): costs (B,) broadcast over the members' own target values.
             cost_target = td_target(
-                batch.costs, self.cost_q_target(next_obs, next_actions), terminal, c.gamma
+                costs, self.cost_q_target(next_obs, next_actions), terminal, c.gamma
             )
         cost_td_loss = ensemble_td_loss(self.cost_q(obs, actions), cost_target)
         cost_q_loss = cost_td_loss
@@ -470,14 +518,7 @@ class DRCORL(BaseAgent):
             # (E, B) -> per-member mean, summed as ensemble_td_loss sums the members' TD errors.
             policy_cost_q = self.cost_q(obs, policy_actions).mean(dim=1).sum()
             cost_q_loss = cost_q_loss - c.cost_pessimism * policy_cost_q
-        # One optimizer: each loss reaches only its own network (the targets are detached).
-        loss = reward_q_loss + reward_v_loss + cost_q_loss
-        self.optimizers["critic"].zero_grad()
-        loss.backward()
-        self.optimizers["critic"].step()
-        soft_update(self.reward_q_target, self.reward_q, c.tau)
-        soft_update(self.cost_q_target, self.cost_q, c.tau)
-        return {
+        return reward_q_loss + reward_v_loss + cost_q_loss, {
             "reward_q_loss": reward_q_loss.detach(),
             "reward_v_loss": reward_v_loss.detach(),
             "cost_td_loss": cost_td_loss.detach(),

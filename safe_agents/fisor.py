@@ -59,6 +59,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from safe_agents.common.candidates import MODES, select_candidates
+from safe_agents.common.compiled import Update
 from safe_agents.common.config import (
     DiffusionPolicyConfig,
     check_choice,
@@ -74,7 +75,6 @@ from safe_agents.common.critics import (
     make_target,
     reachability_target,
     reversed_expectile_loss,
-    soft_update,
     td_target,
 )
 from safe_agents.common.data import TransitionBatch, done_mask, episode_horizon
@@ -287,6 +287,7 @@ class FISOR(SafetyCriticAgent):
     name = "fisor"
     config_class = FISORConfig
     config: FISORConfig
+    supports_compile = True
 
     def _build(self) -> None:
         c = self.config
@@ -328,6 +329,32 @@ class FISOR(SafetyCriticAgent):
         }
         # The reward scale depends on the training data; it is a buffer so it is saved.
         self.reward_normalizer = ScalarBuffer(1.0)
+        self.updates = {
+            # Each actor update moves the EMA copy that sampling uses.
+            "actor": Update(
+                self._actor_loss,
+                self.optimizers["actor"],
+                {"actor": self.actor},
+                [(self.actor_ema, self.actor, c.ema_tau)],
+                compile=self.compile,
+            ),
+            # Slow targets: they feed V's regression and the next step's actor weights.
+            "critic": Update(
+                self._critic_loss,
+                self.optimizers["critic"],
+                {
+                    "feasibility_q": self.feasibility_q,
+                    "feasibility_v": self.feasibility_v,
+                    "reward_q": self.reward_q,
+                    "reward_v": self.reward_v,
+                },
+                [
+                    (self.feasibility_q_target, self.feasibility_q, c.tau),
+                    (self.reward_q_target, self.reward_q, c.tau),
+                ],
+                compile=self.compile,
+            ),
+        }
 
     def _saved_modules(self) -> dict[str, nn.Module]:
         return {
@@ -376,9 +403,32 @@ class FISOR(SafetyCriticAgent):
         done = done_mask(batch, through_timeouts=False)  # the authors' DSRL done: time-outs too
         # r L / (R_max - R_min): a return's range maps to about one unit per step on any task.
         rewards = batch.rewards * self.reward_normalizer.value
-
-        # 2. Feasibility: HJ reachability backup for Q_h, reversed expectile for V_h.
         h = constraint_signal(batch.costs, c.cost_scale)
+        critic = self.updates["critic"](obs, next_obs, actions, rewards, h, done)
+        return {
+            "feasibility_q_loss": critic["feasibility_q_loss"],
+            "feasibility_v_loss": critic["feasibility_v_loss"],
+            "reward_q_loss": critic["reward_q_loss"],
+            "reward_v_loss": critic["reward_v_loss"],
+            "actor_loss": torch.stack(actor_losses).mean(),  # detached losses
+            "feasible_fraction": critic["feasible_fraction"],
+            "mean_weight": weights.mean().detach(),
+            "actor_learning_rate": self.optimizers["actor"].param_groups[0]["lr"],
+        }
+
+    def _critic_loss(
+        self,
+        obs: torch.Tensor,
+        next_obs: torch.Tensor,
+        actions: torch.Tensor,
+        rewards: torch.Tensor,
+        h: torch.Tensor,
+        done: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The four critics' losses, summed: one optimizer suffices, since each loss reaches only
+        its own network (targets are detached)."""
+        c = self.config
+        # 2. Feasibility: HJ reachability backup for Q_h, reversed expectile for V_h.
         # Regression targets are constants; Q_h bootstraps from V_h(s'), IQL-style (no target V).
         with torch.no_grad():
             q_h_target = reachability_target(h, self.feasibility_v(next_obs), done, c.gamma)
@@ -397,25 +447,12 @@ class FISOR(SafetyCriticAgent):
         q_r_loss = ensemble_td_loss(self.reward_q(obs, actions), q_r_target)
         # Upper expectile: V_r approaches the best in-data action without querying others.
         v_r_loss = expectile_loss(q_r_conservative - self.reward_v(obs), c.reward_expectile)
-
-        # One optimizer suffices: each loss reaches only its own network (targets are detached).
-        critic_loss = q_h_loss + v_h_loss + q_r_loss + v_r_loss
-        self.optimizers["critic"].zero_grad()
-        critic_loss.backward()
-        self.optimizers["critic"].step()
-        # Slow targets: they feed V's regression and the next step's actor weights.
-        soft_update(self.feasibility_q_target, self.feasibility_q, c.tau)
-        soft_update(self.reward_q_target, self.reward_q, c.tau)
-
-        return {
+        return q_h_loss + v_h_loss + q_r_loss + v_r_loss, {
             "feasibility_q_loss": q_h_loss.detach(),
             "feasibility_v_loss": v_h_loss.detach(),
             "reward_q_loss": q_r_loss.detach(),
             "reward_v_loss": v_r_loss.detach(),
-            "actor_loss": torch.stack(actor_losses).mean(),  # detached losses
             "feasible_fraction": (v_h <= 0).float().mean().detach(),
-            "mean_weight": weights.mean().detach(),
-            "actor_learning_rate": self.optimizers["actor"].param_groups[0]["lr"],
         }
 
     @torch.no_grad()
@@ -442,18 +479,24 @@ class FISOR(SafetyCriticAgent):
         """
         c = self.config
         noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
-        # Eq. 14: weighted noise regression is exact energy guidance, no time-dependent classifier.
-        loss = weighted_noise_loss(self.actor(noisy, t, obs), noise, weights)
         # None: 1.5x the planned actor updates, the authors' ratio (3M decay over 2M updates).
         decay = c.actor_lr_decay_steps or int(1.5 * self.total_steps * c.actor_updates_per_step)
         # Set before stepping: update k uses lr(k), as optax's schedule counts from 0.
         for group in self.optimizers["actor"].param_groups:
             group["lr"] = cosine_learning_rate(c.actor_learning_rate, update, decay)
-        self.optimizers["actor"].zero_grad()
-        loss.backward()
-        self.optimizers["actor"].step()
-        soft_update(self.actor_ema, self.actor, c.ema_tau)  # per actor update; sampling uses it
-        return loss.detach()
+        return self.updates["actor"](obs, noisy, t, noise, weights)["loss"]
+
+    def _actor_loss(
+        self,
+        obs: torch.Tensor,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        weights: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 14: weighted noise regression is exact energy guidance, no time-dependent
+        classifier."""
+        return weighted_noise_loss(self.actor(noisy, t, obs), noise, weights), {}
 
     # ------------------------------------------------------------------ execution
     def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from safe_agents.common.candidates import select_candidates
+from safe_agents.common.compiled import Update
 from safe_agents.common.config import (
     DiffusionPolicyConfig,
     check_choice,
@@ -46,7 +47,6 @@ from safe_agents.common.critics import (
     QEnsemble,
     candidate_values,
     make_target,
-    soft_update,
     td_target,
 )
 from safe_agents.common.data import TransitionBatch, done_mask
@@ -156,6 +156,7 @@ class SPI(SafetyCriticAgent):
     name = "spi"
     config_class = SPIConfig
     config: SPIConfig
+    supports_compile = True
 
     def _build(self) -> None:
         c = self.config
@@ -181,6 +182,27 @@ class SPI(SafetyCriticAgent):
             ),
             "actor": torch.optim.Adam(
                 self.actor.parameters(), lr=c.learning_rate, **optimizer_options(self.device)
+            ),
+        }
+        self.updates = {
+            # The slow targets are read only by the next step's critic targets: averaged here,
+            # as Diffusion-QL does after both updates.
+            "critic": Update(
+                self._critic_loss,
+                self.optimizers["critic"],
+                {"reward_q": self.reward_q, "safety_q": self.safety_q},
+                [
+                    (self.reward_q_target, self.reward_q, c.tau),
+                    (self.safety_q_target, self.safety_q, c.tau),
+                ],
+                compile=self.compile,
+            ),
+            "actor": Update(
+                self._actor_loss,
+                self.optimizers["actor"],
+                {"actor": self.actor},
+                [(self.actor_ema, self.actor, c.ema_tau)],
+                compile=self.compile,
             ),
         }
 
@@ -210,45 +232,78 @@ class SPI(SafetyCriticAgent):
                 next_actions = self._sample_actions(self.actor_ema, next_obs, self.train_generator)
             else:
                 next_actions = self.action_scaler.normalize(batch.next_actions)
+        critic = self.updates["critic"](
+            obs, actions, next_obs, next_actions, batch.rewards, safety_signal, done
+        )
+
+        # Policy: diffusion (BC) loss plus both critics on actions sampled through the chain.
+        noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
+        chain_noise = torch.empty(0)  # no guidance: no chain to sample
+        if c.mu > 0 or c.phi > 0:
+            shape = (len(obs), self.act_dim)
+            chain_noise = self.scheduler.sampling_noise(shape, self.train_generator, self.device)
+        actor = self.updates["actor"](obs, noisy, t, noise, chain_noise)
+        return {
+            "reward_q_loss": critic["reward_q_loss"],
+            "safety_q_loss": critic["safety_q_loss"],
+            "diffusion_loss": actor["diffusion_loss"],
+            "actor_loss": actor["loss"],
+        }
+
+    def _critic_loss(
+        self,
+        obs: torch.Tensor,
+        actions: torch.Tensor,
+        next_obs: torch.Tensor,
+        next_actions: torch.Tensor,
+        rewards: torch.Tensor,
+        safety_signal: torch.Tensor,
+        done: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Both critics' TD losses, summed: one optimizer, since they share no parameters."""
+        c = self.config
+        with torch.no_grad():
             # (B,): twin minimum, pessimistic for both since a higher c' value is also better.
             next_reward_q = self.reward_q_target(next_obs, next_actions).min(dim=0).values
             next_safety_q = self.safety_q_target(next_obs, next_actions).min(dim=0).values
-            reward_target = td_target(batch.rewards, next_reward_q, done, c.gamma)
+            reward_target = td_target(rewards, next_reward_q, done, c.gamma)
             safety_target = td_target(safety_signal, next_safety_q, done, c.gamma)
         # Targets (B,) -> (2, B): both twins regress on the same target.
         reward_q_loss = F.mse_loss(self.reward_q(obs, actions), reward_target.expand(2, -1))
         safety_q_loss = F.mse_loss(self.safety_q(obs, actions), safety_target.expand(2, -1))
-        self.optimizers["critic"].zero_grad()
-        # One optimizer: the two critics share no parameters, so the sum separates.
-        (reward_q_loss + safety_q_loss).backward()
-        self.optimizers["critic"].step()
-
-        # Policy: diffusion (BC) loss plus both critics on actions sampled through the chain.
-        noisy, t, noise = self.scheduler.training_targets(actions, self.train_generator)
-        diffusion_loss = F.mse_loss(self.actor(noisy, t, obs), noise)  # L_diffusion of Eq. 6
-        if c.mu > 0 or c.phi > 0:
-            # a^s, differentiable through the reverse chain (Eq. 9), scored by the updated critics
-            sampled = self._sample_actions(self.actor, obs, self.train_generator)
-            reward_q = self.reward_q(obs, sampled).min(dim=0).values
-            safety_q = self.safety_q(obs, sampled).min(dim=0).values
-            actor_loss = guided_policy_loss(diffusion_loss, reward_q, safety_q, c.eta, c.mu, c.phi)
-        else:
-            actor_loss = c.eta * diffusion_loss  # no guidance: skip the costly chain sampling
-        self.optimizers["actor"].zero_grad()
-        # Gradients for the actor only: the critics score the sampled actions but are constants
-        # of this loss (and the engine skips their weight gradients).
-        actor_loss.backward(inputs=self.optimizers["actor"].param_groups[0]["params"])
-        self.optimizers["actor"].step()
-        # Targets and EMA after both updates, Diffusion-QL's order.
-        soft_update(self.reward_q_target, self.reward_q, c.tau)
-        soft_update(self.safety_q_target, self.safety_q, c.tau)
-        soft_update(self.actor_ema, self.actor, c.ema_tau)
-        return {
+        return reward_q_loss + safety_q_loss, {
             "reward_q_loss": reward_q_loss.detach(),
             "safety_q_loss": safety_q_loss.detach(),
-            "diffusion_loss": diffusion_loss.detach(),
-            "actor_loss": actor_loss.detach(),
         }
+
+    def _actor_loss(
+        self,
+        obs: torch.Tensor,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        chain_noise: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Eq. 6 and 9: the diffusion loss, plus both critics (as just updated) on actions
+        sampled through the reverse chain with ``chain_noise``, differentiable through it.
+
+        Only the actor's parameters are trained: the critics score the actions as constants.
+        """
+        c = self.config
+        diffusion_loss = F.mse_loss(self.actor(noisy, t, obs), noise)  # L_diffusion of Eq. 6
+        if not (c.mu > 0 or c.phi > 0):
+            # No guidance: no chain to sample (the costly part of the update).
+            return c.eta * diffusion_loss, {"diffusion_loss": diffusion_loss.detach()}
+        sampled = self.scheduler.sample(
+            lambda x, step: self.actor(x, step, obs),
+            (len(obs), self.act_dim),
+            device=obs.device,
+            noise=chain_noise,
+        )
+        reward_q = self.reward_q(obs, sampled).min(dim=0).values
+        safety_q = self.safety_q(obs, sampled).min(dim=0).values
+        actor_loss = guided_policy_loss(diffusion_loss, reward_q, safety_q, c.eta, c.mu, c.phi)
+        return actor_loss, {"diffusion_loss": diffusion_loss.detach()}
 
     # ------------------------------------------------------------------ execution
     def _scores(

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import envs
-import safe_agents.fisor as fisor_module
+import safe_agents.common.compiled as update_module
 from safe_agents import DRCORL, FISOR, BCAll, BCSafe, get_agent_class, list_agents, make_agent
 from safe_agents.cli import main
 from safe_agents.common.callbacks import EvalCallback, RemainingTimeCallback, format_duration
@@ -87,14 +87,14 @@ def test_each_step_takes_two_actor_updates_with_their_ema_and_learning_rate(
     toy_dataset, monkeypatch
 ):
     ema_updates = []
-    original = fisor_module.soft_update
+    original = update_module.soft_update  # the averages after each (uncompiled) update
 
     def counting(target, source, tau):
         if tau == 0.5:  # the actor's EMA (the critics' targets use tau=0.005)
             ema_updates.append(1)
         original(target, source, tau)
 
-    monkeypatch.setattr(fisor_module, "soft_update", counting)
+    monkeypatch.setattr(update_module, "soft_update", counting)
     agent = FISOR(
         envs.make(TOY), seed=0, ema_tau=0.5, actor_lr_decay_steps=8, **TINY_FISOR
     ).learn_offline(toy_dataset, n_steps=3)

@@ -38,6 +38,7 @@ from torch import nn
 
 from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
+from safe_agents.common.compiled import Update
 from safe_agents.common.config import PAPER, AgentConfig
 from safe_agents.common.critics import QEnsemble, stack_member_optimizer_state
 from safe_agents.common.data import (
@@ -70,6 +71,10 @@ class BaseAgent:
         torch_threads: torch's intra-op threads while training and predicting (restored after).
             None picks by preset: 1 for ``"cpu"`` (small networks gain nothing from a second
             thread and lose up to 25x on a busy machine), torch's own setting otherwise.
+        compile: compile each learner's whole update with ``torch.compile`` (the agents with
+            ``supports_compile``: FISOR, SPI, DRCORL). The first steps compile, seconds to a
+            minute (``compile_seconds``); later steps are faster. A seeded run is reproducible,
+            but differs from the uncompiled run (rounding, dropout masks).
         **hyperparameters: fields of the algorithm's config dataclass (``config_class``),
             ``cost_limit`` among them for every agent.
 
@@ -84,6 +89,9 @@ class BaseAgent:
     # False for agents that never read a cost (BC-All, DSPO): the others refuse a dataset
     # whose costs were stripped, in learn_offline, before anything changes.
     needs_costs: ClassVar[bool] = True
+    # True for agents whose updates can be compiled (compile=True): those built on
+    # safe_agents.common.compiled.Update.
+    supports_compile: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -100,6 +108,7 @@ class BaseAgent:
         device: str | torch.device = "auto",
         preset: str = PAPER,
         torch_threads: int | None = None,
+        compile: bool = False,
         **hyperparameters: Any,
     ) -> None:
         if env is not None:
@@ -116,6 +125,12 @@ class BaseAgent:
         if torch_threads is not None and torch_threads < 1:
             raise ValueError(f"torch_threads must be >= 1 or None, got {torch_threads!r}")
         self.torch_threads = torch_threads if torch_threads is not None else default_threads(preset)
+        if compile and not self.supports_compile:
+            raise ValueError(
+                f"{self.name} has no compiled update; compile=True is for: "
+                f"{', '.join(_agents_with('supports_compile'))}"
+            )
+        self.compile = bool(compile)
         self.seed = int(seed) if seed is not None else new_seed()
         self.device = get_device(device)
         self.num_steps = 0
@@ -127,6 +142,8 @@ class BaseAgent:
         self.demos: OfflineDataset | None = None
         self.logger = Logger()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        # Learners written as compiled.Update (the agents that support_compile), by name.
+        self.updates: dict[str, Update] = {}
         # Global seeding makes the network initialisation of _build reproducible; afterwards
         # all randomness goes through the agent's own generators.
         set_random_seed(self.seed)
@@ -295,6 +312,8 @@ class BaseAgent:
                 if self.num_steps % log_interval == 0 or self.num_steps == total:
                     elapsed = time.perf_counter() - interval_start
                     self.logger.record("time/steps_per_second", interval_steps / max(elapsed, 1e-9))
+                    if self.compile_seconds is not None:
+                        self.logger.record("time/compile_seconds", self.compile_seconds)
                     self.logger.dump(self.num_steps)
                     interval_start, interval_steps = time.perf_counter(), 0
                 keep_going = [item.on_step(self.num_steps, metrics) for item in callbacks]
@@ -400,6 +419,7 @@ class BaseAgent:
         path: str | Path,
         device: str | torch.device = "auto",
         torch_threads: int | None = None,
+        compile: bool = False,
     ) -> BaseAgent:
         """Rebuild an agent from a file written by :meth:`save`; never executes code from it.
 
@@ -413,6 +433,7 @@ class BaseAgent:
             path: the saved zip.
             device: where the networks go (``"auto"``: CUDA when available).
             torch_threads: as the constructor's; None picks by the preset the file records.
+            compile: as the constructor's (a file records no choice: it is how to compute).
 
         Raises:
             serialization.AgentLoadError: not a saved agent, a truncated or tampered file, or
@@ -438,6 +459,7 @@ class BaseAgent:
                 seed=config["seed"],
                 device=device,
                 torch_threads=torch_threads,
+                compile=compile,
                 **config["hyperparameters"],
             )
             agent.training_data = check_training_data(config.get("training_data"))
@@ -446,6 +468,13 @@ class BaseAgent:
         agent.preset = preset
         agent._restore(contents, path)
         return agent
+
+    @property
+    def compile_seconds(self) -> float | None:
+        """Seconds the first compiled updates took (compiling included); None before the first
+        step, or without ``compile=True``."""
+        times = [u.compile_seconds for u in self.updates.values() if u.compile_seconds is not None]
+        return sum(times) if times else None
 
     def parameters_dict(self) -> dict[str, torch.Tensor]:
         """Every saved tensor by name (for comparing two agents)."""

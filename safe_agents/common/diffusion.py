@@ -117,6 +117,7 @@ class NoiseScheduler:
         steps = torch.linspace(0, self.num_train_timesteps - 1, num_inference_steps)
         self.timesteps = steps.round().long().flip(0)
         visited = self.timesteps.tolist()
+        self._visited: list[int] = visited  # Python numbers: a compiled sampler reads no tensor
         # Each visited timestep's successor and abar, as Python numbers: a reverse step then
         # reads no tensor (sampling is called at every action of an episode).
         self._previous: dict[int, int] = dict(zip(visited, [*visited[1:], -1], strict=True))
@@ -223,13 +224,33 @@ class NoiseScheduler:
             if noise is not None
             else torch.randn(shape, generator=generator, device=device)
         )
-        for k, t in enumerate(self.timesteps.tolist()):
+        for k, t in enumerate(self._visited):
             t_tensor = torch.full((1,), t, dtype=torch.long, device=device)  # (1,), broadcast
             step_noise = noise[k + 1] if noise is not None else None
             x = self.step(model(x, t_tensor), t, x, generator, noise=step_noise)
             if clip is not None:  # every step, as FISOR's sampler: x stays in the action box
                 x = x.clamp(-clip, clip)
         return x
+
+    def sampling_noise(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+    ) -> torch.Tensor:
+        """The ``(len(timesteps) + 1, *shape)`` noise that :meth:`sample` would draw from
+        ``generator``, drawn in its order: the initial sample, then each stochastic step's
+        (zeros for the steps that add none). ``sample(noise=...)`` with it equals
+        ``sample(generator=...)``; a compiled update, which cannot take a generator, samples so.
+        """
+        draws = [torch.randn(shape, generator=generator, device=device)]
+        for t in self._visited:
+            prev = self.previous_timestep(t)
+            if prev < 0 or self._step_coefficients(t, prev)[2] == 0.0:
+                draws.append(torch.zeros(shape, device=device))
+            else:
+                draws.append(torch.randn(shape, generator=generator, device=device))
+        return torch.stack(draws)
 
     def training_targets(
         self, x0: torch.Tensor, generator: torch.Generator | None = None

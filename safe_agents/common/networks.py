@@ -35,7 +35,8 @@ class Mish(nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.device.type == "cpu":
+        # Compiled: the compiler fuses torch's own mish, forward and backward.
+        if x.device.type == "cpu" and not torch.compiler.is_compiling():
             if torch.is_grad_enabled() and x.requires_grad:
                 if x.numel() >= _MISH_FORMULA_WITH_GRAD:
                     output: torch.Tensor = _MishFunction.apply(x)
@@ -80,6 +81,7 @@ class Dropout(nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Compiled too: the compiler fuses the draw, where it leaves torch's Bernoulli kernel as is.
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return super().forward(x)
         keep = torch.rand(x.shape, dtype=x.dtype) >= self.p

@@ -1,0 +1,170 @@
+"""``compile=True``: a learner's whole update compiled computes what the eager update computes.
+
+Compiling takes seconds per learner on a CPU (tens the first time on a machine, before torch's
+compile cache fills), so the agent tests are marked slow.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch._dynamo.utils import counters
+
+import envs
+from safe_agents import DRCORL, FISOR, SPI, BaseAgent, BCAll
+from safe_agents.common.callbacks import StopAfterSteps
+from safe_agents.common.compiled import Update
+from safe_agents.common.critics import make_target
+from safe_agents.common.diffusion import NoiseScheduler
+from safe_agents.common.networks import Mish
+
+TOY = "OfflineToyReachAvoid-v0"
+
+
+def small_learner(seed: int = 0, width: int = 16) -> tuple[nn.Module, nn.Module, torch.optim.Adam]:
+    torch.manual_seed(seed)
+    network = nn.Sequential(nn.Linear(3, width), Mish(), nn.LayerNorm(width), nn.Linear(width, 1))
+    return network, make_target(network), torch.optim.Adam(network.parameters(), lr=1e-2)
+
+
+def regression(network: nn.Module):
+    def loss(x: torch.Tensor, y: torch.Tensor):
+        error = network(x).squeeze(-1) - y
+        return (error**2).mean(), {"largest_error": error.abs().max().detach()}
+
+    return loss
+
+
+def updates(compile_from: int, steps: int = 4) -> tuple[nn.Module, nn.Module, dict]:
+    """A learner trained ``steps`` updates, eagerly up to ``compile_from``, compiled after; the
+    rate changes at every update, as FISOR's cosine schedule does."""
+    network, target, optimizer = small_learner()
+    eager = Update(regression(network), optimizer, {"net": network}, [(target, network, 0.1)])
+    compiled = Update(
+        regression(network), optimizer, {"net": network}, [(target, network, 0.1)], compile=True
+    )
+    generator = torch.Generator().manual_seed(1)
+    for k in range(steps):
+        optimizer.param_groups[0]["lr"] = 1e-2 / (k + 1)
+        x, y = torch.randn(32, 3, generator=generator), torch.randn(32, generator=generator)
+        logged = (compiled if k >= compile_from else eager)(x, y)
+        assert set(logged) == {"loss", "largest_error"}
+    return network, target, optimizer.state_dict()
+
+
+def test_a_compiled_update_computes_adam_and_the_average_as_the_eager_one():
+    graphs = counters["stats"]["unique_graphs"]
+    eager_network, eager_target, eager_state = updates(compile_from=4)
+    # Two eager updates, then two compiled ones on the same optimizer state.
+    network, target, state = updates(compile_from=2)
+    # One program, though the rate changed at every update.
+    assert counters["stats"]["unique_graphs"] - graphs == 1
+    for mine, theirs in ((network, eager_network), (target, eager_target)):
+        for a, b in zip(mine.parameters(), theirs.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    for index, entry in state["state"].items():
+        for key, value in entry.items():
+            torch.testing.assert_close(value, eager_state["state"][index][key])
+
+
+def test_each_learner_keeps_its_own_compiled_program_past_torchs_recompile_limit():
+    # torch.compile keeps at most recompile_limit programs per function, then runs it eagerly;
+    # learners (here of different sizes, so different programs) each have their own.
+    graphs = counters["stats"]["unique_graphs"]
+    limit = torch._dynamo.config.recompile_limit
+    for seed in range(limit + 2):
+        network, _, optimizer = small_learner(seed, width=8 + seed)
+        update = Update(regression(network), optimizer, {"net": network}, compile=True)
+        update(torch.randn(8, 3), torch.randn(8))
+        assert update.compile_seconds is not None
+    assert counters["stats"]["unique_graphs"] - graphs == limit + 2
+
+
+def test_a_compiled_update_refuses_what_it_does_not_implement():
+    network, _, _ = small_learner()
+    sgd = torch.optim.SGD(network.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="torch.optim.Adam"):
+        Update(regression(network), sgd, {"net": network}, compile=True)
+    decaying = torch.optim.Adam(network.parameters(), weight_decay=0.1)
+    with pytest.raises(ValueError, match="weight_decay"):
+        Update(regression(network), decaying, {"net": network}, compile=True)
+    other, _, _ = small_learner()
+    with pytest.raises(ValueError, match="exactly its networks"):
+        Update(
+            regression(network),
+            torch.optim.Adam(other.parameters()),
+            {"net": network},
+            compile=True,
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"variance_type": "fixed_large"},
+        {"variance_type": "fixed_small"},
+        {"sampler": "ddim", "eta": 0.0},
+        {"sampler": "ddim", "eta": 0.5},
+    ],
+)
+def test_sampling_noise_is_what_sample_draws_from_the_generator(kwargs):
+    scheduler = NoiseScheduler(5, **kwargs)
+    weight = torch.randn(2, 2)
+
+    def model(x, t):
+        return x @ weight + 0.1 * t
+
+    first, second = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    drawn = scheduler.sample(model, (7, 2), first)
+    noise = scheduler.sampling_noise((7, 2), second)
+    assert noise.shape == (6, 7, 2)
+    torch.testing.assert_close(scheduler.sample(model, (7, 2), noise=noise), drawn)
+    assert torch.equal(first.get_state(), second.get_state())  # the same draws, no more
+
+
+def test_agents_without_a_compiled_update_refuse_compile_by_name():
+    env = envs.make(TOY)
+    with pytest.raises(ValueError, match="compile=True is for: .*drcorl.*fisor.*spi"):
+        BCAll(env, compile=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("agent_class", "kwargs"),
+    [
+        (FISOR, {"actor_dropout": 0.0}),  # dropout masks: compiled programs draw their own
+        (SPI, {}),
+        (DRCORL, {"pretrain_steps": 2}),  # both stages
+    ],
+)
+def test_compiled_agents_train_as_eager_ones_and_save_and_resume(agent_class, kwargs, tmp_path):
+    env, data = envs.make(TOY), envs.load_dataset(TOY)
+    eager = agent_class(env, seed=0, preset="cpu", **kwargs)
+    compiled = agent_class(env, seed=0, preset="cpu", compile=True, **kwargs)
+    for agent in (eager, compiled):
+        agent.learn_offline(data, n_steps=50, callback=StopAfterSteps(4))
+    assert compiled.compile_seconds is not None and eager.compile_seconds is None
+    mine, theirs = compiled.parameters_dict(), eager.parameters_dict()
+    for key, value in mine.items():
+        torch.testing.assert_close(value, theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+    # Saved and resumed with compile=True, it continues the eager run's state.
+    path = compiled.save(tmp_path / "compiled")
+    resumed = BaseAgent.load(path, compile=True)
+    for agent in (eager, resumed):
+        agent.learn_offline(data, n_steps=50, callback=StopAfterSteps(6))
+    mine, theirs = resumed.parameters_dict(), eager.parameters_dict()
+    for key, value in mine.items():
+        torch.testing.assert_close(value, theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_a_compiled_fisor_with_dropout_is_reproducible_from_its_seed():
+    env, data = envs.make(TOY), envs.load_dataset(TOY)
+    runs = []
+    for _ in range(2):
+        agent = FISOR(env, seed=5, preset="cpu", compile=True)
+        agent.learn_offline(data, n_steps=50, callback=StopAfterSteps(3))
+        runs.append(agent.parameters_dict())
+    for key, value in runs[0].items():
+        assert torch.equal(value, runs[1][key]), key
