@@ -329,6 +329,12 @@ class FISOR(SafetyCriticAgent):
         }
         # The reward scale depends on the training data; it is a buffer so it is saved.
         self.reward_normalizer = ScalarBuffer(1.0)
+        # The weights of every actor minibatch of a step, in one pass (no gradients).
+        self.policy_weights = self._compiled_if_asked(
+            "policy_weights",
+            self._policy_weights,
+            [self.feasibility_q_target, self.feasibility_v, self.reward_q_target, self.reward_v],
+        )
         self.updates = {
             # Each actor update moves the EMA copy that sampling uses.
             "actor": Update(
@@ -382,7 +388,7 @@ class FISOR(SafetyCriticAgent):
         actor_batch = self.sampler.sample(c.actor_batch_size * k_updates)
         actor_obs = self.obs_scaler(actor_batch.obs)
         actor_actions = self.action_scaler.normalize(actor_batch.actions)
-        all_weights = self._policy_weights(actor_obs, actor_actions)
+        all_weights = self.policy_weights(actor_obs, actor_actions)
         actor_losses = []
         for k, (obs_k, actions_k, weights_k) in enumerate(
             zip(
@@ -503,8 +509,8 @@ class FISOR(SafetyCriticAgent):
         """``max_i Q_h(s, a)``: feasible (never violating) when ``<= 0``."""
         return candidate_values(self.feasibility_q_target, obs, actions, "max")
 
-    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        candidates = self._candidates(obs, self.config.n_candidates, deterministic)
+    def _choose(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        candidates = self._candidates_from(obs, noise)
         q_h = candidate_values(self.feasibility_q_target, obs, candidates, "max")
         q_r = None  # "safest" needs no reward scores
         if self.config.selection != "safest":

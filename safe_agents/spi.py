@@ -321,8 +321,8 @@ class SPI(SafetyCriticAgent):
         """
         return -candidate_values(self.safety_q_target, obs, actions, "min")
 
-    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        candidates = self._candidates(obs, self.config.n_candidates, deterministic)
+    def _choose(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        candidates = self._candidates_from(obs, noise)
         reward_q, safety_q = self._scores(obs, candidates)
         if self.config.selection == "reward":
             # argmax Q_r == argmin -Q_r

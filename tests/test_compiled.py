@@ -6,6 +6,7 @@ compile cache fills), so the agent tests are marked slow.
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -148,6 +149,20 @@ def test_compiled_agents_train_as_eager_ones_and_save_and_resume(agent_class, kw
     mine, theirs = compiled.parameters_dict(), eager.parameters_dict()
     for key, value in mine.items():
         torch.testing.assert_close(value, theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+    # Acting: one observation through a compiled program (FISOR, SPI), a batch eagerly. The
+    # program samples the candidates an eager call samples (deterministic: the seed's noise)
+    # and executes one of them; which one may differ where two score within rounding, and the
+    # reverse chain amplifies rounding (its first step divides by sqrt(abar_T), 0.08 at T = 5).
+    if agent_class is not DRCORL:
+        for obs in data.observations[:3]:
+            single = compiled.predict(obs, deterministic=True)[0]
+            with torch.no_grad():
+                scaled = compiled.obs_scaler(torch.as_tensor(obs)[None])
+                noise = compiled._candidate_noise(1, compiled.config.n_candidates, True)
+                candidates = compiled._candidates_from(scaled, noise)
+                candidates = compiled.action_scaler.denormalize(candidates)[0].numpy()
+            assert np.abs(candidates - single).max(axis=1).min() < 1e-2
+        assert "act" in compiled.programs
     # Saved and resumed with compile=True, it continues the eager run's state.
     path = compiled.save(tmp_path / "compiled")
     resumed = BaseAgent.load(path, compile=True)

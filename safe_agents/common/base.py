@@ -26,7 +26,7 @@ changes, so no agent redefines it.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -38,7 +38,7 @@ from torch import nn
 
 from safe_agents.common import registry, serialization
 from safe_agents.common.callbacks import BaseCallback, ProgressBarCallback, as_callback
-from safe_agents.common.compiled import Update
+from safe_agents.common.compiled import Program, Update
 from safe_agents.common.config import PAPER, AgentConfig
 from safe_agents.common.critics import QEnsemble, stack_member_optimizer_state
 from safe_agents.common.data import (
@@ -142,8 +142,10 @@ class BaseAgent:
         self.demos: OfflineDataset | None = None
         self.logger = Logger()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
-        # Learners written as compiled.Update (the agents that support_compile), by name.
+        # Learners written as compiled.Update (the agents that support_compile), by name, and
+        # other functions compiled with compile=True (_compiled_if_asked).
         self.updates: dict[str, Update] = {}
+        self.programs: dict[str, Program] = {}
         # Global seeding makes the network initialisation of _build reproducible; afterwards
         # all randomness goes through the agent's own generators.
         set_random_seed(self.seed)
@@ -473,8 +475,20 @@ class BaseAgent:
     def compile_seconds(self) -> float | None:
         """Seconds the first compiled updates took (compiling included); None before the first
         step, or without ``compile=True``."""
-        times = [u.compile_seconds for u in self.updates.values() if u.compile_seconds is not None]
+        compiled: list[Update | Program] = [*self.updates.values(), *self.programs.values()]
+        times = [c.compile_seconds for c in compiled if c.compile_seconds is not None]
         return sum(times) if times else None
+
+    def _compiled_if_asked(
+        self, name: str, function: Callable[..., Any], modules: Sequence[nn.Module] = ()
+    ) -> Callable[..., Any]:
+        """``function`` as a compiled :class:`~safe_agents.common.compiled.Program` (kept in
+        ``self.programs[name]``) with ``compile=True``, else ``function`` itself. ``modules``:
+        the networks whose train or eval mode the function depends on."""
+        if not self.compile:
+            return function
+        self.programs[name] = Program(function, modules)
+        return self.programs[name]
 
     def parameters_dict(self) -> dict[str, torch.Tensor]:
         """Every saved tensor by name (for comparing two agents)."""

@@ -13,10 +13,12 @@ The same object runs eagerly when not compiled (``loss.backward()``, ``optimizer
 
 from __future__ import annotations
 
+import itertools
+import math
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -82,9 +84,7 @@ class Update:
         self.optimizer = optimizer
         self.averages = list(averages)
         self.compile = compile
-        self.compile_seconds: float | None = None
-        self._compiled: Callable[..., Any] | None = None
-        self._signature: list[tuple[torch.Size, torch.dtype, torch.device]] | None = None
+        self._program: Program | None = None
         self._trained = [p for group in optimizer.param_groups for p in group["params"]]
         if compile:
             self._check_optimizer()
@@ -104,16 +104,29 @@ class Update:
             group = optimizer.param_groups[0]
             self._adam_constants = (*map(float, group["betas"]), float(group["eps"]))
             self._names = [names[id(p)] for p in params]
-            self._averaged = [
-                (
-                    [*target.parameters()],
-                    [*source.parameters()],
-                    [*target.buffers()],
-                    [*source.buffers()],
-                    tau,
-                )
-                for target, source, tau in self.averages
-            ]
+            self._shapes = [p.shape for p in params]
+            self._sizes = [p.numel() for p in params]
+            self._slices = [self._slice_of(source) for _, source, _ in self.averages]
+            self._flat: _Flat | None = None
+            # Loading an optimizer state replaces its tensors: gather them again.
+            optimizer.register_load_state_dict_post_hook(lambda _: self._forget_flat())
+            self._program = Program(self._update, list(networks.values()))
+
+    def _slice_of(self, source: nn.Module) -> tuple[int, int]:
+        """Where ``source``'s parameters lie in the flat parameter vector (they must be
+        consecutive in the optimizer's list, in ``source.parameters()``'s order)."""
+        position = {id(p): k for k, p in enumerate(self._params)}
+        indices = [position.get(id(p), -1) for p in source.parameters()]
+        if -1 in indices or indices != list(range(indices[0], indices[0] + len(indices))):
+            raise ValueError(
+                "a compiled update averages networks whose parameters are consecutive in its "
+                "optimizer's list"
+            )
+        offsets = [0, *itertools.accumulate(self._sizes)]
+        return offsets[indices[0]], offsets[indices[-1] + 1]
+
+    def _forget_flat(self) -> None:
+        self._flat = None
 
     def _check_optimizer(self) -> None:
         optimizer = self.optimizer
@@ -137,108 +150,209 @@ class Update:
             for target, source, tau in self.averages:
                 soft_update(target, source, tau)
             return {"loss": loss.detach(), **logged}
-        if self._compiled is None:
-            self._compiled = torch.compile(_own_code(self._update), dynamic=False, fullgraph=True)
-            start = time.perf_counter()
-            # Random numbers from torch's own kernels (dropout masks): the compiler's are slower
-            # on a CPU, and these are the very numbers an eager update would draw.
-            with torch._inductor.config.patch(fallback_random=True):
-                result = self._run(inputs)
-            self.compile_seconds = time.perf_counter() - start
-            self._signature = [(x.shape, x.dtype, x.device) for x in inputs]
-            return result
         return self._run(inputs)
 
+    @property
+    def compile_seconds(self) -> float | None:
+        """Seconds the first compiled call took (None before it, or uncompiled)."""
+        return self._program.compile_seconds if self._program is not None else None
+
     def _run(self, inputs: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        assert self._compiled is not None
-        group = self.optimizer.param_groups[0]
-        moments, squares, steps = self._adam_state()
+        assert self._program is not None
+        flat = self._gathered()
         # The rate as a tensor: a schedule's new value each call does not recompile.
-        lr = torch.tensor(float(group["lr"]), device=self._params[0].device)
-        signature = [(x.shape, x.dtype, x.device) for x in inputs]
-        arguments = (self._params, moments, squares, steps, lr, self._averaged, *inputs)
-        if signature != self._signature:  # a new shape: torch's guards pick or compile a program
-            loss, logged = self._compiled(*arguments)
-        else:
-            # torch.compile's guards re-check every one of the hundred-odd tensors passed (0.4 ms
-            # a call for FISOR's actor, a tenth of its update). The parameters, moments and
-            # averaged copies keep their shapes, dtypes and devices for the learner's life, so
-            # inputs of the first call's shapes select the first call's program without them.
-            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                loss, logged = self._compiled(*arguments)
+        lr = torch.tensor(float(self.optimizer.param_groups[0]["lr"]), device=flat.params.device)
+        loss, logged = self._program(
+            flat.params, flat.moments, flat.squares, flat.steps, lr, flat.targets, *inputs
+        )
         return {"loss": loss, **logged}
 
-    def _adam_state(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
-        """Adam's moments and step counters, created as ``torch.optim.Adam`` creates them (so
-        a compiled and an eager update can continue each other's state)."""
+    def _gathered(self) -> _Flat:
+        """The learner's tensors gathered into one vector each: the parameters, Adam's moments
+        and step counters, every averaged copy.
+
+        Each parameter (and moment, and copy's parameter) becomes a view into its vector, so
+        the networks, ``optimizer.state_dict()`` and saving see them as before, while the
+        compiled program updates a handful of tensors instead of a hundred (each updated input
+        costs the program a copy and a check per call). Gathered again when the optimizer's
+        state is loaded or a tensor no longer lies in its vector (a network moved).
+        """
+        flat = self._flat
+        if flat is not None and _views_of(flat.params, self._params[0], self._params[-1]):
+            return flat
         state = self.optimizer.state
-        fused = bool(self.optimizer.param_groups[0].get("fused"))
         for p in self._params:
-            if not state[p]:
-                step_device = p.device if fused else torch.device("cpu")
+            if not state[p]:  # as torch.optim.Adam creates it on its first step
+                step_device = p.device if self.optimizer.param_groups[0].get("fused") else "cpu"
                 state[p]["step"] = torch.zeros((), dtype=torch.float32, device=step_device)
-                state[p]["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                state[p]["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        return (
-            [state[p]["exp_avg"] for p in self._params],
-            [state[p]["exp_avg_sq"] for p in self._params],
-            [state[p]["step"] for p in self._params],
-        )
+                state[p]["exp_avg"] = torch.zeros_like(p)
+                state[p]["exp_avg_sq"] = torch.zeros_like(p)
+        steps = [float(state[p]["step"]) for p in self._params]
+        if len(set(steps)) != 1:
+            raise ValueError(f"the optimizer's parameters have taken different steps: {steps}")
+        with torch.no_grad():
+            params = _gather(self._params)
+            moments = _gather([state[p]["exp_avg"] for p in self._params])
+            squares = _gather([state[p]["exp_avg_sq"] for p in self._params])
+            for p, view in zip(self._params, _views(params, self._shapes), strict=True):
+                p.data = view
+            for p, moment, square in zip(
+                self._params,
+                _views(moments, self._shapes),
+                _views(squares, self._shapes),
+                strict=True,
+            ):
+                state[p]["exp_avg"], state[p]["exp_avg_sq"] = moment, square
+            step_vector = torch.stack([state[p]["step"] for p in self._params])
+            for k, p in enumerate(self._params):
+                state[p]["step"] = step_vector[k]
+            targets = []
+            for target, _, _ in self.averages:
+                copies = list(target.parameters())
+                vector = _gather(copies)
+                for copy, view in zip(
+                    copies, _views(vector, [c.shape for c in copies]), strict=True
+                ):
+                    copy.data = view
+                targets.append(vector)
+        self._flat = _Flat(params, moments, squares, step_vector, targets)
+        return self._flat
 
     def _update(
         self,
-        params: list[torch.Tensor],
-        moments: list[torch.Tensor],
-        squares: list[torch.Tensor],
-        steps: list[torch.Tensor],
+        params: torch.Tensor,
+        moments: torch.Tensor,
+        squares: torch.Tensor,
+        steps: torch.Tensor,
         lr: torch.Tensor,
-        averaged: list[Any],
+        targets: list[torch.Tensor],
         *inputs: torch.Tensor,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The traced program: gradients, then Adam as ``torch.optim.Adam`` computes it, then
-        the averages."""
-        names = self._names
+        the averages, each on one vector."""
 
-        def loss_of(values: list[torch.Tensor]) -> tuple[torch.Tensor, Any]:
+        def loss_of(vector: torch.Tensor) -> tuple[torch.Tensor, Any]:
+            views = _views(vector, self._shapes)
             loss, logged = torch.func.functional_call(
-                self._holder, dict(zip(names, values, strict=True)), inputs
+                self._holder, dict(zip(self._names, views, strict=True)), inputs
             )
             return loss, (loss.detach(), {k: v.detach() for k, v in logged.items()})
 
-        grads, (loss, logged) = torch.func.grad(loss_of, has_aux=True)(params)
+        grad, (loss, logged) = torch.func.grad(loss_of, has_aux=True)(params)
         beta1, beta2, eps = self._adam_constants
         with torch.no_grad():
-            for p, grad, m, v, step in zip(params, grads, moments, squares, steps, strict=True):
-                step.add_(1)
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                bias_correction1 = 1 - beta1 ** step.to(p.device)
-                bias_correction2 = 1 - beta2 ** step.to(p.device)
-                denominator = (v.sqrt() / bias_correction2.sqrt()).add_(eps)
-                # addcdiv_(m, denominator, value=-lr / bias_correction1), with a tensor rate
-                p.sub_(m / denominator * (lr / bias_correction1))
-            for targets, sources, target_buffers, source_buffers, tau in averaged:
-                for target, source in zip(targets, sources, strict=True):
-                    target.lerp_(source, tau)
-                for target, source in zip(target_buffers, source_buffers, strict=True):
-                    target.copy_(source)
+            steps.add_(1)
+            step = steps[0].to(params.device)  # every parameter has taken the same steps
+            moments.lerp_(grad, 1 - beta1)
+            squares.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            bias_correction1 = 1 - beta1**step
+            bias_correction2 = 1 - beta2**step
+            denominator = (squares.sqrt() / bias_correction2.sqrt()).add_(eps)
+            # addcdiv_(m, denominator, value=-lr / bias_correction1), with a tensor rate
+            params.sub_(moments / denominator * (lr / bias_correction1))
+            for target, (start, stop), (_, _, tau) in zip(
+                targets, self._slices, self.averages, strict=True
+            ):
+                target.lerp_(params[start:stop], tau)
         return loss, logged
 
 
-def _own_code(method: Callable[..., Any]) -> Callable[..., Any]:
-    """``method`` with a code object of its own.
+class _Flat(NamedTuple):
+    """A learner's tensors as vectors (see :meth:`Update._gathered`)."""
+
+    params: torch.Tensor
+    moments: torch.Tensor
+    squares: torch.Tensor
+    steps: torch.Tensor
+    targets: list[torch.Tensor]
+
+
+def _gather(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.cat([t.detach().reshape(-1) for t in tensors])
+
+
+def _views(vector: torch.Tensor, shapes: Sequence[torch.Size]) -> list[torch.Tensor]:
+    """``vector`` cut into consecutive pieces of ``shapes``."""
+    pieces = vector.split([math.prod(shape) for shape in shapes])
+    return [piece.view(shape) for piece, shape in zip(pieces, shapes, strict=True)]
+
+
+def _views_of(vector: torch.Tensor, first: torch.Tensor, last: torch.Tensor) -> bool:
+    """Whether ``first`` and ``last`` still lie at the two ends of ``vector``'s memory."""
+    end = vector.data_ptr() + vector.numel() * vector.element_size()
+    return (
+        first.data_ptr() == vector.data_ptr()
+        and last.data_ptr() + last.numel() * last.element_size() == end
+    )
+
+
+class Program:
+    """``function`` compiled by ``torch.compile`` into one program on its first call.
+
+    Later calls that look like the first (gradient and inference modes, ``modules``' train or
+    eval modes, the shapes, dtypes and devices of the tensor arguments, one level into lists)
+    run that program without torch.compile's guard checks, which re-check everything the
+    program read (0.3 ms a call for FISOR's actor update, a tenth of it): nothing else it
+    depends on changes between such calls. Any other call goes through the guards, which pick
+    a program or compile one.
+
+    The first call's random numbers (dropout masks) come from torch's own kernels, in the order
+    an eager call would draw them: the compiler's own are slower on a CPU.
+    """
+
+    def __init__(self, function: Callable[..., Any], modules: Sequence[nn.Module] = ()) -> None:
+        self.function = function
+        self.modules = list(modules)
+        self.compile_seconds: float | None = None
+        self._compiled: Callable[..., Any] | None = None
+        self._first: tuple[Any, ...] | None = None
+
+    def _signature(self, args: tuple[Any, ...]) -> tuple[Any, ...]:
+        def describe(value: Any) -> Any:
+            if isinstance(value, torch.Tensor):
+                return value.shape, value.dtype, value.device
+            if isinstance(value, list | tuple):
+                return tuple(describe(item) for item in value)
+            return type(value)
+
+        return (
+            torch.is_grad_enabled(),
+            torch.is_inference_mode_enabled(),
+            tuple(module.training for module in self.modules),
+            describe(args),
+        )
+
+    def __call__(self, *args: Any) -> Any:
+        if self._compiled is None:
+            self._compiled = torch.compile(_own_code(self.function), dynamic=False, fullgraph=True)
+            start = time.perf_counter()
+            with torch._inductor.config.patch(fallback_random=True):
+                result = self._compiled(*args)
+            self.compile_seconds = time.perf_counter() - start
+            self._first = self._signature(args)
+            return result
+        if self._signature(args) == self._first:
+            with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
+                return self._compiled(*args)
+        with torch._inductor.config.patch(fallback_random=True):
+            return self._compiled(*args)
+
+
+def _own_code(function: Callable[..., Any]) -> Callable[..., Any]:
+    """``function`` (or bound method) with a code object of its own.
 
     torch.compile keeps its compiled programs per code object, at most
     ``torch._dynamo.config.recompile_limit`` (8) of them: a process that builds more learners
     than that (a test session, several agents in one script) would have the ninth refused. A
-    copy of the code object per learner gives each its own cache, freed with the learner.
+    copy of the code object per program gives each its own cache, freed with it.
     """
-    function = method.__func__  # type: ignore[attr-defined]
+    bound = getattr(function, "__self__", None)
+    plain = getattr(function, "__func__", function)
     copy = types.FunctionType(
-        function.__code__.replace(),
-        function.__globals__,
-        function.__name__,
-        function.__defaults__,
-        function.__closure__,
+        plain.__code__.replace(),
+        plain.__globals__,
+        plain.__name__,
+        plain.__defaults__,
+        plain.__closure__,
     )
-    return types.MethodType(copy, method.__self__)  # type: ignore[attr-defined]
+    return copy if bound is None else types.MethodType(copy, bound)

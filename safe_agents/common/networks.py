@@ -35,8 +35,13 @@ class Mish(nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Compiled: the compiler fuses torch's own mish, forward and backward.
-        if x.device.type == "cpu" and not torch.compiler.is_compiling():
+        if torch.compiler.is_compiling() and x.device.type == "cpu":
+            # The closed form as plain operations: the compiler fuses them and their derivative
+            # (its own mish kernels compute exp, log1p and tanh: twice the time).
+            sigmoid = torch.sigmoid(x)
+            n = sigmoid * (2.0 - sigmoid)
+            return x * (n / (2.0 - n))
+        if x.device.type == "cpu":
             if torch.is_grad_enabled() and x.requires_grad:
                 if x.numel() >= _MISH_FORMULA_WITH_GRAD:
                     output: torch.Tensor = _MishFunction.apply(x)
@@ -416,8 +421,8 @@ class NoisePredictionNet(nn.Module):
     def _embed_one(self, t: torch.Tensor) -> torch.Tensor:
         """The ``(1, D)`` embedding of one timestep; without gradients on a CPU it is kept until
         the embedding's weights change (sampling one action embeds each timestep again)."""
-        if torch.is_grad_enabled() or t.device.type != "cpu":
-            return chain(self.time_embedding, t)
+        if torch.is_grad_enabled() or t.device.type != "cpu" or torch.compiler.is_compiling():
+            return chain(self.time_embedding, t)  # compiled: computed inside the program
         # In-place updates (optimizer, EMA, load_state_dict) bump a tensor's version counter.
         weights = tuple((p.data_ptr(), p._version) for p in self._time_parameters)
         key = (int(t), weights)

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
+from safe_agents.common.config import DiffusionPolicyConfig
 from safe_agents.common.device import torch_threads
 from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.seeding import make_generator
@@ -33,6 +34,7 @@ class SafetyCriticAgent(BaseAgent):
 
     scheduler: NoiseScheduler
     actor_ema: nn.Module
+    config: DiffusionPolicyConfig
     # (steps, n) -> (steps, 1, n, act_dim): the deterministic path's noise, a function of the
     # seed only, drawn once.
     _common_noise_cache: dict[tuple[int, int], torch.Tensor]
@@ -42,31 +44,58 @@ class SafetyCriticAgent(BaseAgent):
         super().__init__(*args, **kwargs)
 
     def _sample_actions(
-        self,
-        network: nn.Module,
-        obs: torch.Tensor,
-        generator: torch.Generator,
-        n: int = 1,
-        deterministic: bool = False,
+        self, network: nn.Module, obs: torch.Tensor, generator: torch.Generator
     ) -> torch.Tensor:
-        """``(B * n, act_dim)`` actions in ``[-1, 1]``, ``n`` per standardized observation.
+        """``(B, act_dim)`` actions in ``[-1, 1]``, one per standardized observation, drawn
+        with ``generator`` (SPI's next actions).
 
-        Gradients flow through the chain when enabled (SPI's policy loss needs them).
+        Gradients flow through the chain when enabled.
         """
-        repeated = obs.repeat_interleave(n, dim=0) if n > 1 else obs  # (B*n, obs_dim)
-        shape = (len(repeated), self.act_dim)
-        steps = len(self.scheduler.timesteps) + 1
-        noise = self._common_noise(len(obs), n, steps) if deterministic else None
         return self.scheduler.sample(
-            lambda x, t: network(x, t, repeated), shape, generator, self.device, noise=noise
+            lambda x, t: network(x, t, obs), (len(obs), self.act_dim), generator, self.device
         )
 
     def _candidates(self, obs: torch.Tensor, n: int, deterministic: bool) -> torch.Tensor:
         """``(B, n, act_dim)`` candidates from the EMA network, drawn with the act generator."""
+        return self._candidates_from(obs, self._candidate_noise(len(obs), n, deterministic))
+
+    def _candidate_noise(self, batch: int, n: int, deterministic: bool) -> torch.Tensor:
+        """The ``(steps + 1, batch * n, act_dim)`` noise of sampling ``n`` candidates per state:
+        the seed's common noise (deterministic) or fresh draws from the act generator."""
+        steps = len(self.scheduler.timesteps) + 1
+        if deterministic:
+            return self._common_noise(batch, n, steps)
+        shape = (batch * n, self.act_dim)
+        return self.scheduler.sampling_noise(shape, self.act_generator, self.device)
+
+    def _candidates_from(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``(B, n, act_dim)`` candidates sampled by the EMA network with ``noise``
+        (:meth:`_candidate_noise`)."""
         if self.actor_ema.training:  # eval() walks every submodule: not on each call
             self.actor_ema.eval()
-        sampled = self._sample_actions(self.actor_ema, obs, self.act_generator, n, deterministic)
+        n = noise.shape[1] // len(obs)
+        repeated = obs.repeat_interleave(n, dim=0) if n > 1 else obs  # (B*n, obs_dim)
+        sampled = self.scheduler.sample(
+            lambda x, t: self.actor_ema(x, t, repeated),
+            (len(repeated), self.act_dim),
+            device=obs.device,
+            noise=noise,
+        )
         return sampled.reshape(len(obs), n, self.act_dim)
+
+    def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        """The candidates' noise, then :meth:`_choose`; with ``compile=True`` a single
+        observation's choice (an episode's every step) is one compiled program."""
+        noise = self._candidate_noise(len(obs), self.config.n_candidates, deterministic)
+        if len(obs) == 1 and self.compile:
+            if "act" not in self.programs:
+                self._compiled_if_asked("act", self._choose, [self.actor_ema])
+            return self.programs["act"](obs, noise)  # type: ignore[no-any-return]
+        return self._choose(obs, noise)
+
+    def _choose(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """``(B, act_dim)`` actions: the candidates sampled with ``noise``, the best executed."""
+        raise NotImplementedError
 
     def _safety_scores(self, obs: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
