@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 import envs
 from safe_agents import DRCORL, FISOR, SPI, BaseAgent, BCAll
 from safe_agents.common.callbacks import StopAfterSteps
-from safe_agents.common.compiled import Update
+from safe_agents.common.compiled import Program, Update
 from safe_agents.common.critics import make_target
 from safe_agents.common.diffusion import NoiseScheduler
 from safe_agents.common.networks import Mish
@@ -183,3 +183,14 @@ def test_a_compiled_fisor_with_dropout_is_reproducible_from_its_seed():
         runs.append(agent.parameters_dict())
     for key, value in runs[0].items():
         assert torch.equal(value, runs[1][key]), key
+
+
+def test_a_function_that_cannot_compile_is_named_in_a_clear_error():
+    def breaks(x: torch.Tensor) -> torch.Tensor:
+        torch._dynamo.graph_break()  # not one program: refused, as a missing C++ compiler is
+        return x + 1
+
+    program = Program(breaks)
+    with pytest.raises(RuntimeError, match="compile=True: torch.compile failed on breaks"):
+        program(torch.ones(3))
+    assert program.compile_seconds is None

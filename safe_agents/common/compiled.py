@@ -326,8 +326,17 @@ class Program:
         if self._compiled is None:
             self._compiled = torch.compile(_own_code(self.function), dynamic=False, fullgraph=True)
             start = time.perf_counter()
-            with torch._inductor.config.patch(fallback_random=True):
-                result = self._compiled(*args)
+            try:
+                with torch._inductor.config.patch(fallback_random=True):
+                    result = self._compiled(*args)
+            except Exception as error:
+                self._compiled = None
+                raise RuntimeError(
+                    f"compile=True: torch.compile failed on {self.function.__name__} "
+                    f"({type(error).__name__}: {str(error).strip().splitlines()[0]}). On a CPU it "
+                    "needs a C++ compiler (gcc or clang); without compile=True the agent trains "
+                    "and acts the same, eagerly"
+                ) from error
             self.compile_seconds = time.perf_counter() - start
             self._first = self._signature(args)
             return result
