@@ -71,7 +71,6 @@ from numpy.typing import NDArray
 from torch import nn
 
 from safe_agents.common.base import BaseAgent
-from safe_agents.common.compiled import Update
 from safe_agents.common.config import (
     CPU_MLPS,
     CostCriticConfig,
@@ -359,21 +358,19 @@ class DRCORL(BaseAgent):
         # The behaviour model and the critics as compilable updates; the policy's own update
         # (gradient manipulation between two gradients) stays eager.
         self.updates = {
-            "behaviour": Update(
+            "behaviour": self._make_update(
                 self._behaviour_loss,
                 self.optimizers["behaviour"],
                 {"behaviour": self.behaviour},
-                compile=self.compile,
             ),
-            "critic": Update(
+            "critic": self._make_update(
                 self._critic_loss,
                 self.optimizers["critic"],
                 {"reward_q": self.reward_q, "reward_v": self.reward_v, "cost_q": self.cost_q},
                 [
-                    (self.reward_q_target, self.reward_q, c.tau),
-                    (self.cost_q_target, self.cost_q, c.tau),
+                    (self.reward_q_target, self.reward_q, lambda: self.config.tau),
+                    (self.cost_q_target, self.cost_q, lambda: self.config.tau),
                 ],
-                compile=self.compile,
             ),
         }
 

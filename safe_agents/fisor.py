@@ -59,7 +59,6 @@ from numpy.typing import NDArray
 from torch import nn
 
 from safe_agents.common.candidates import MODES, select_candidates
-from safe_agents.common.compiled import Update
 from safe_agents.common.config import (
     DiffusionPolicyConfig,
     check_choice,
@@ -337,15 +336,14 @@ class FISOR(SafetyCriticAgent):
         )
         self.updates = {
             # Each actor update moves the EMA copy that sampling uses.
-            "actor": Update(
+            "actor": self._make_update(
                 self._actor_loss,
                 self.optimizers["actor"],
                 {"actor": self.actor},
-                [(self.actor_ema, self.actor, c.ema_tau)],
-                compile=self.compile,
+                [(self.actor_ema, self.actor, lambda: self.config.ema_tau)],
             ),
             # Slow targets: they feed V's regression and the next step's actor weights.
-            "critic": Update(
+            "critic": self._make_update(
                 self._critic_loss,
                 self.optimizers["critic"],
                 {
@@ -355,10 +353,9 @@ class FISOR(SafetyCriticAgent):
                     "reward_v": self.reward_v,
                 },
                 [
-                    (self.feasibility_q_target, self.feasibility_q, c.tau),
-                    (self.reward_q_target, self.reward_q, c.tau),
+                    (self.feasibility_q_target, self.feasibility_q, lambda: self.config.tau),
+                    (self.reward_q_target, self.reward_q, lambda: self.config.tau),
                 ],
-                compile=self.compile,
             ),
         }
 

@@ -36,7 +36,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from safe_agents.common.candidates import select_candidates
-from safe_agents.common.compiled import Update
 from safe_agents.common.config import (
     DiffusionPolicyConfig,
     check_choice,
@@ -187,22 +186,20 @@ class SPI(SafetyCriticAgent):
         self.updates = {
             # The slow targets are read only by the next step's critic targets: averaged here,
             # as Diffusion-QL does after both updates.
-            "critic": Update(
+            "critic": self._make_update(
                 self._critic_loss,
                 self.optimizers["critic"],
                 {"reward_q": self.reward_q, "safety_q": self.safety_q},
                 [
-                    (self.reward_q_target, self.reward_q, c.tau),
-                    (self.safety_q_target, self.safety_q, c.tau),
+                    (self.reward_q_target, self.reward_q, lambda: self.config.tau),
+                    (self.safety_q_target, self.safety_q, lambda: self.config.tau),
                 ],
-                compile=self.compile,
             ),
-            "actor": Update(
+            "actor": self._make_update(
                 self._actor_loss,
                 self.optimizers["actor"],
                 {"actor": self.actor},
-                [(self.actor_ema, self.actor, c.ema_tau)],
-                compile=self.compile,
+                [(self.actor_ema, self.actor, lambda: self.config.ema_tau)],
             ),
         }
 

@@ -70,8 +70,8 @@ def test_a_compiled_update_computes_adam_and_the_average_as_the_eager_one():
 
 
 def test_each_learner_keeps_its_own_compiled_program_past_torchs_recompile_limit():
-    # torch.compile keeps at most recompile_limit programs per function, then runs it eagerly;
-    # learners (here of different sizes, so different programs) each have their own.
+    # torch.compile keeps at most recompile_limit programs per function, then refuses the next
+    # (fullgraph); learners (here of different sizes, so different programs) each have their own.
     graphs = counters["stats"]["unique_graphs"]
     limit = torch._dynamo.config.recompile_limit
     for seed in range(limit + 2):
@@ -120,7 +120,7 @@ def test_sampling_noise_is_what_sample_draws_from_the_generator(kwargs):
     drawn = scheduler.sample(model, (7, 2), first)
     noise = scheduler.sampling_noise((7, 2), second)
     assert noise.shape == (6, 7, 2)
-    torch.testing.assert_close(scheduler.sample(model, (7, 2), noise=noise), drawn)
+    assert torch.equal(scheduler.sample(model, (7, 2), noise=noise), drawn)  # bit for bit
     assert torch.equal(first.get_state(), second.get_state())  # the same draws, no more
 
 
@@ -146,9 +146,7 @@ def test_compiled_agents_train_as_eager_ones_and_save_and_resume(agent_class, kw
     for agent in (eager, compiled):
         agent.learn_offline(data, n_steps=50, callback=StopAfterSteps(4))
     assert compiled.compile_seconds is not None and eager.compile_seconds is None
-    mine, theirs = compiled.parameters_dict(), eager.parameters_dict()
-    for key, value in mine.items():
-        torch.testing.assert_close(value, theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert_trained_alike(compiled, eager)
     # Acting: one observation through a compiled program (FISOR, SPI), a batch eagerly. The
     # program samples the candidates an eager call samples (deterministic: the seed's noise)
     # and executes one of them; which one may differ where two score within rounding, and the
@@ -168,9 +166,17 @@ def test_compiled_agents_train_as_eager_ones_and_save_and_resume(agent_class, kw
     resumed = BaseAgent.load(path, compile=True)
     for agent in (eager, resumed):
         agent.learn_offline(data, n_steps=50, callback=StopAfterSteps(6))
-    mine, theirs = resumed.parameters_dict(), eager.parameters_dict()
+    assert_trained_alike(resumed, eager)
+
+
+def assert_trained_alike(agent: BaseAgent, other: BaseAgent) -> None:
+    """Weights equal up to rounding. Adam divides by the gradient's running scale, so where a
+    gradient is near zero, rounding can move a weight by up to the learning rate per step
+    (another CPU's kernels round differently): each weight within 1e-3, the mean within 1e-6."""
+    mine, theirs = agent.parameters_dict(), other.parameters_dict()
     for key, value in mine.items():
-        torch.testing.assert_close(value, theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+        difference = (value.double() - theirs[key].double()).abs()
+        assert difference.max() < 1e-3 and difference.mean() < 1e-6, key
 
 
 @pytest.mark.slow
@@ -194,3 +200,27 @@ def test_a_function_that_cannot_compile_is_named_in_a_clear_error():
     with pytest.raises(RuntimeError, match="compile=True: torch.compile failed on breaks"):
         program(torch.ones(3))
     assert program.compile_seconds is None
+
+
+def test_a_program_follows_a_change_of_the_state_it_reads():
+    config = {"scale": 2.0}
+    program = Program(lambda x: x * config["scale"], state=lambda: config["scale"])
+    x = torch.ones(3)
+    assert torch.equal(program(x), 2 * x)
+    assert torch.equal(program(x), 2 * x)  # like the first call: no guard checks
+    config["scale"] = 3.0  # a changed hyperparameter: the guards see it
+    assert torch.equal(program(x), 3 * x)
+
+
+@pytest.mark.slow
+def test_eager_sampling_after_compiled_updates_uses_the_new_weights(tmp_path):
+    # Compiled updates write the weights through their vectors; the eager sampler (a batch's
+    # predict, SPI's next actions) keys its cached timestep embedding on the weights' versions.
+    env, data = envs.make(TOY), envs.load_dataset(TOY)
+    agent = FISOR(env, seed=1, preset="cpu", compile=True, ema_tau=0.5)  # the EMA moves fast
+    observations = data.observations[:4]
+    for steps in (3, 6):
+        agent.learn_offline(data, n_steps=50, callback=StopAfterSteps(steps))
+        batch = agent.predict(observations, deterministic=True)[0]  # eager, cached embedding
+        plain = BaseAgent.load(agent.save(tmp_path / f"at{steps}"))  # eager, nothing cached
+        assert np.array_equal(batch, plain.predict(observations, deterministic=True)[0])

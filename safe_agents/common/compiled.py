@@ -61,9 +61,13 @@ class Update:
             group's ``lr`` is read at every call.
         networks: the networks the optimizer trains, by name.
         averages: ``(target, source, tau)``: after the step ``target <- (1 - tau) target + tau
-            source`` (buffers copied), as :func:`soft_update`.
+            source`` (buffers copied), as :func:`soft_update`; ``tau`` a number or a function
+            that returns it (read at every call, e.g. from the agent's config).
         compile: compile the whole update (the first call compiles: seconds to a minute,
             :attr:`compile_seconds`); otherwise each call runs eagerly.
+        state: what else the loss reads that may change between calls (the agent's
+            hyperparameters): a function whose value, when it changes, makes the compiled
+            update check torch.compile's guards again (see :class:`Program`).
 
     Compiled and eager updates compute the same mathematics; they differ in floating-point
     rounding (fused kernels) and in the dropout masks (the compiler draws its own random
@@ -76,9 +80,10 @@ class Update:
         loss: LossFunction,
         optimizer: torch.optim.Optimizer,
         networks: Mapping[str, nn.Module],
-        averages: Sequence[tuple[nn.Module, nn.Module, float]] = (),
+        averages: Sequence[tuple[nn.Module, nn.Module, float | Callable[[], float]]] = (),
         *,
         compile: bool = False,
+        state: Callable[[], Any] | None = None,
     ) -> None:
         self.loss = loss
         self.optimizer = optimizer
@@ -100,9 +105,7 @@ class Update:
                     f"parameters (not in the optimizer: {missing[:3]})"
                 )
             self._params = params
-            # Constants of the traced program (the rate, which schedules change, is an input).
-            group = optimizer.param_groups[0]
-            self._adam_constants = (*map(float, group["betas"]), float(group["eps"]))
+            self._adam_constants = self._read_adam_constants()
             self._names = [names[id(p)] for p in params]
             self._shapes = [p.shape for p in params]
             self._sizes = [p.numel() for p in params]
@@ -110,7 +113,11 @@ class Update:
             self._flat: _Flat | None = None
             # Loading an optimizer state replaces its tensors: gather them again.
             optimizer.register_load_state_dict_post_hook(lambda _: self._forget_flat())
-            self._program = Program(self._update, list(networks.values()))
+            self._program = Program(
+                self._update,
+                list(networks.values()),
+                state=lambda: (self._adam_constants, state() if state is not None else None),
+            )
 
     def _slice_of(self, source: nn.Module) -> tuple[int, int]:
         """Where ``source``'s parameters lie in the flat parameter vector (they must be
@@ -127,6 +134,13 @@ class Update:
 
     def _forget_flat(self) -> None:
         self._flat = None
+
+    def _read_adam_constants(self) -> tuple[float, float, float]:
+        """Adam's betas and eps, constants of the traced program (the rate, which schedules
+        change, is an input)."""
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = (float(beta) for beta in group["betas"])
+        return beta1, beta2, float(group["eps"])
 
     def _check_optimizer(self) -> None:
         optimizer = self.optimizer
@@ -148,7 +162,7 @@ class Update:
             loss.backward(inputs=self._trained)
             self.optimizer.step()
             for target, source, tau in self.averages:
-                soft_update(target, source, tau)
+                soft_update(target, source, _rate(tau))
             return {"loss": loss.detach(), **logged}
         return self._run(inputs)
 
@@ -161,10 +175,18 @@ class Update:
         assert self._program is not None
         flat = self._gathered()
         # The rate as a tensor: a schedule's new value each call does not recompile.
-        lr = torch.tensor(float(self.optimizer.param_groups[0]["lr"]), device=flat.params.device)
+        lr = torch.tensor(
+            float(self.optimizer.param_groups[0]["lr"]),
+            dtype=torch.float64,
+            device=flat.params.device,
+        )
         loss, logged = self._program(
             flat.params, flat.moments, flat.squares, flat.steps, lr, flat.targets, *inputs
         )
+        # The program wrote into the vectors, which leaves the views' version counters as they
+        # were: bumped, so whatever is keyed on them (the noise network's cached timestep
+        # embedding, autograd's in-place checks) sees the new values.
+        torch.autograd.graph.increment_version(flat.views)
         return {"loss": loss, **logged}
 
     def _gathered(self) -> _Flat:
@@ -178,8 +200,11 @@ class Update:
         state is loaded or a tensor no longer lies in its vector (a network moved).
         """
         flat = self._flat
-        if flat is not None and _views_of(flat.params, self._params[0], self._params[-1]):
+        if flat is not None and all(
+            _views_of(vector, first, last) for vector, first, last in flat.ends
+        ):
             return flat
+        self._adam_constants = self._read_adam_constants()
         state = self.optimizer.state
         for p in self._params:
             if not state[p]:  # as torch.optim.Adam creates it on its first step
@@ -207,6 +232,8 @@ class Update:
             for k, p in enumerate(self._params):
                 state[p]["step"] = step_vector[k]
             targets = []
+            views = list(self._params)
+            ends = [(params, self._params[0], self._params[-1])]
             for target, _, _ in self.averages:
                 copies = list(target.parameters())
                 vector = _gather(copies)
@@ -215,7 +242,9 @@ class Update:
                 ):
                     copy.data = view
                 targets.append(vector)
-        self._flat = _Flat(params, moments, squares, step_vector, targets)
+                views.extend(copies)
+                ends.append((vector, copies[0], copies[-1]))
+        self._flat = _Flat(params, moments, squares, step_vector, targets, views, ends)
         return self._flat
 
     def _update(
@@ -242,19 +271,26 @@ class Update:
         beta1, beta2, eps = self._adam_constants
         with torch.no_grad():
             steps.add_(1)
-            step = steps[0].to(params.device)  # every parameter has taken the same steps
+            # Every parameter has taken the same steps. The corrections in double precision,
+            # as torch.optim.Adam computes them (in Python numbers).
+            step = steps[0].to(device=params.device, dtype=torch.float64)
             moments.lerp_(grad, 1 - beta1)
             squares.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             bias_correction1 = 1 - beta1**step
-            bias_correction2 = 1 - beta2**step
-            denominator = (squares.sqrt() / bias_correction2.sqrt()).add_(eps)
-            # addcdiv_(m, denominator, value=-lr / bias_correction1), with a tensor rate
-            params.sub_(moments / denominator * (lr / bias_correction1))
+            bias_correction2_sqrt = (1 - beta2**step).sqrt().to(params.dtype)
+            step_size = (lr.to(torch.float64) / bias_correction1).to(params.dtype)
+            denominator = (squares.sqrt() / bias_correction2_sqrt).add_(eps)
+            # addcdiv_(m, denominator, value=-step_size), with a tensor step size
+            params.sub_(moments / denominator * step_size)
             for target, (start, stop), (_, _, tau) in zip(
                 targets, self._slices, self.averages, strict=True
             ):
-                target.lerp_(params[start:stop], tau)
+                target.lerp_(params[start:stop], _rate(tau))
         return loss, logged
+
+
+def _rate(tau: float | Callable[[], float]) -> float:
+    return tau() if callable(tau) else tau
 
 
 class _Flat(NamedTuple):
@@ -265,6 +301,8 @@ class _Flat(NamedTuple):
     squares: torch.Tensor
     steps: torch.Tensor
     targets: list[torch.Tensor]
+    views: list[torch.Tensor]  # every parameter that is a view into one of them
+    ends: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]  # (vector, first, last view)
 
 
 def _gather(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -290,8 +328,9 @@ class Program:
     """``function`` compiled by ``torch.compile`` into one program on its first call.
 
     Later calls that look like the first (gradient and inference modes, ``modules``' train or
-    eval modes, the shapes, dtypes and devices of the tensor arguments, one level into lists)
-    run that program without torch.compile's guard checks, which re-check everything the
+    eval modes, the shapes, dtypes and devices of the tensor arguments, one level into lists,
+    and the value of ``state()``: the hyperparameters the function reads) run that program
+    without torch.compile's guard checks, which re-check everything the
     program read (0.3 ms a call for FISOR's actor update, a tenth of it): nothing else it
     depends on changes between such calls. Any other call goes through the guards, which pick
     a program or compile one.
@@ -300,9 +339,15 @@ class Program:
     an eager call would draw them: the compiler's own are slower on a CPU.
     """
 
-    def __init__(self, function: Callable[..., Any], modules: Sequence[nn.Module] = ()) -> None:
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        modules: Sequence[nn.Module] = (),
+        state: Callable[[], Any] | None = None,
+    ) -> None:
         self.function = function
         self.modules = list(modules)
+        self.state = state
         self.compile_seconds: float | None = None
         self._compiled: Callable[..., Any] | None = None
         self._first: tuple[Any, ...] | None = None
@@ -320,6 +365,7 @@ class Program:
             torch.is_inference_mode_enabled(),
             tuple(module.training for module in self.modules),
             describe(args),
+            self.state() if self.state is not None else None,
         )
 
     def __call__(self, *args: Any) -> Any:
