@@ -29,12 +29,6 @@ from safe_agents.common.critics import soft_update
 LossFunction = Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
-def compiling() -> bool:
-    """True while ``torch.compile`` traces: modules then take the plain operations that the
-    compiler fuses, not the hand-written CPU kernels that serve eager mode."""
-    return bool(torch.compiler.is_compiling())
-
-
 class _Holder(nn.Module):
     """The learner's networks as children, so ``functional_call`` can swap their parameters."""
 
@@ -69,10 +63,10 @@ class Update:
             hyperparameters): a function whose value, when it changes, makes the compiled
             update check torch.compile's guards again (see :class:`Program`).
 
-    Compiled and eager updates compute the same mathematics; they differ in floating-point
-    rounding (fused kernels) and in the dropout masks (the compiler draws its own random
-    numbers from torch's global generator), so a seeded run is reproducible in either mode but
-    the two modes' runs differ.
+    Compiled and eager updates compute the same mathematics, with the same dropout masks
+    (torch's own random kernels, in the eager order); they differ in floating-point rounding
+    (fused kernels), so a seeded run is reproducible in either mode, and the two modes' runs
+    drift apart as any two runs with different rounding do.
     """
 
     def __init__(
@@ -278,7 +272,7 @@ class Update:
             squares.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
             bias_correction1 = 1 - beta1**step
             bias_correction2_sqrt = (1 - beta2**step).sqrt().to(params.dtype)
-            step_size = (lr.to(torch.float64) / bias_correction1).to(params.dtype)
+            step_size = (lr / bias_correction1).to(params.dtype)  # lr: double already
             denominator = (squares.sqrt() / bias_correction2_sqrt).add_(eps)
             # addcdiv_(m, denominator, value=-step_size), with a tensor step size
             params.sub_(moments / denominator * step_size)

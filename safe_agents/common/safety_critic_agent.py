@@ -88,6 +88,8 @@ class SafetyCriticAgent(BaseAgent):
         observation's choice (an episode's every step) is one compiled program."""
         noise = self._candidate_noise(len(obs), self.config.n_candidates, deterministic)
         if len(obs) == 1 and self.compile:
+            if self.actor_ema.training:  # set here: the program then never changes the mode
+                self.actor_ema.eval()
             if "act" not in self.programs:
                 self._compiled_if_asked("act", self._choose, [self.actor_ema])
             return self.programs["act"](obs, noise)  # type: ignore[no-any-return]
