@@ -74,7 +74,7 @@ class BaseAgent:
         compile: compile each learner's whole update with ``torch.compile`` (the agents with
             ``supports_compile``: FISOR, SPI, DRCORL). The first steps compile, seconds to a
             minute (``compile_seconds``); later steps are faster. A seeded run is reproducible,
-            but differs from the uncompiled run (rounding, dropout masks).
+            and equals the uncompiled run up to float rounding (the same dropout masks).
         **hyperparameters: fields of the algorithm's config dataclass (``config_class``),
             ``cost_limit`` among them for every agent.
 

@@ -91,7 +91,8 @@ class Dropout(nn.Dropout):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Compiled too: the compiler fuses the draw, where it leaves torch's Bernoulli kernel as is.
+        # Compiled too: the uniform draw stays torch's own kernel (the eager numbers, see
+        # compiled.Program) and the comparison and scaling fuse, where Bernoulli's kernel is slow.
         if not self.training or self.p == 0.0 or x.device.type != "cpu":
             return super().forward(x)
         keep = torch.rand(x.shape, dtype=x.dtype) >= self.p
