@@ -16,7 +16,7 @@ gives the median over rounds per side and their ratio:
 - ``predict`` latency in milliseconds, deterministic, for one observation (repeated for about
   0.5 s) and for a batch of 1000 (for about 0.5 s, at least once), each after an untimed call.
 
-With ``--compile``, every agent that supports ``compile=True`` (FISOR, SPI, DRCORL) gets a
+With ``--compile``, every agent that supports ``compile=True`` (FISOR, SPI, DRCORL, DSPO) gets a
 second row, "compiled": the current tree's agent built with ``compile=True`` against the same
 reference measurements as the plain row, with the seconds its first steps took to compile
 (measured in the current worker, whose compile cache the earlier rounds may have warmed).

@@ -318,6 +318,7 @@ class DSPO(BaseAgent):
     config: DSPOConfig
     needs_demos = True
     needs_costs = False
+    supports_compile = True
 
     def _build(self) -> None:
         c = self.config
@@ -364,6 +365,17 @@ class DSPO(BaseAgent):
             ),
             "actor": torch.optim.Adam(
                 self.actor.parameters(), lr=c.learning_rate, **optimizer_options(self.device)
+            ),
+        }
+        # The denoiser's and the policy's updates compile with compile=True; the
+        # discriminator's two alternating updates (AdamW, the classifier read in between) stay
+        # eager.
+        self.updates = {
+            "denoiser": self._make_update(
+                self._diffusion_loss, self.optimizers["denoiser"], {"denoiser": self.denoiser}
+            ),
+            "actor": self._make_update(
+                self._policy_loss, self.optimizers["actor"], {"actor": self.actor}
             ),
         }
 
@@ -561,11 +573,19 @@ class DSPO(BaseAgent):
         # the conditional and the unconditional noise, mixed at generation.
         keep = torch.rand(len(x0), generator=generator, device=generator.device).to(self.device)
         keep = (keep >= c.condition_dropout).float()  # (B,)
-        loss = F.mse_loss(self.denoiser(noisy, t, conditions, keep), noise)
-        self.optimizers["denoiser"].zero_grad()
-        loss.backward()
-        self.optimizers["denoiser"].step()
-        return {"diffusion_loss": loss.detach()}
+        return {
+            "diffusion_loss": self.updates["denoiser"](noisy, t, noise, conditions, keep)["loss"]
+        }
+
+    def _diffusion_loss(
+        self,
+        noisy: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        conditions: torch.Tensor,
+        keep: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return F.mse_loss(self.denoiser(noisy, t, conditions, keep), noise), {}  # Eq. 6
 
     def _generate(self) -> None:
         """Sample the BC segments: returns within the demos' range, the smallest demo signal."""
@@ -601,12 +621,13 @@ class DSPO(BaseAgent):
         self.logger.record("generation/target_signal", float(demo_signal))
 
     def _policy_step(self, obs: torch.Tensor, actions: torch.Tensor) -> Metrics:
+        return {"actor_loss": self.updates["actor"](obs, actions)["loss"]}
+
+    def _policy_loss(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         # Behaviour cloning on generated and demo pairs alike (the batch mixes both).
-        loss = F.mse_loss(self.actor(obs), actions)
-        self.optimizers["actor"].zero_grad()
-        loss.backward()
-        self.optimizers["actor"].step()
-        return {"actor_loss": loss.detach()}
+        return F.mse_loss(self.actor(obs), actions), {}
 
     def _act(self, obs: torch.Tensor, deterministic: bool) -> torch.Tensor:
         actions: torch.Tensor = self.actor(obs)

@@ -198,6 +198,28 @@ def test_predict_in_context_is_the_model_on_the_last_window(env, toy_dataset):
         np.testing.assert_allclose(taken[n_seen - 1], expected, atol=1e-5)
 
 
+def test_a_batch_of_episodes_of_different_ages_acts_as_each_episode_alone(env, toy_dataset):
+    # The window is cut after the oldest episode's steps: a younger one's padding after its
+    # own steps must not change its action, nor an older one's history be cut.
+    agent = _agent(env).learn_offline(toy_dataset, n_steps=30, log_interval=30)
+    observations = toy_dataset.observations
+    starts = [0, 2, 5]  # each episode's first step
+    batch_state, alone_states = None, [None] * 3
+    for step in range(TINY["seq_len"] + 3):
+        flags = np.array([step == start for start in starts])
+        rows = observations[step : step + 3]
+        together, batch_state = agent.predict(
+            rows, state=batch_state, episode_start=flags, deterministic=True
+        )
+        batch_state = agent.record_outcome(batch_state, [1.0, 2.0, 3.0], 0.5)
+        for k in range(3):
+            alone, alone_states[k] = agent.predict(
+                rows[k], state=alone_states[k], episode_start=flags[k : k + 1], deterministic=True
+            )
+            alone_states[k] = agent.record_outcome(alone_states[k], float(k + 1), 0.5)
+            np.testing.assert_allclose(together[k], np.reshape(alone, -1), atol=1e-5)
+
+
 def test_record_outcome_and_predict_reject_bad_input(env):
     agent = _agent(env)
     with pytest.raises(ValueError, match="record_outcome needs the CDTContext"):

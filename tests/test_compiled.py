@@ -13,7 +13,7 @@ from torch import nn
 from torch._dynamo.utils import counters
 
 import envs
-from safe_agents import DRCORL, FISOR, SPI, BaseAgent, BCAll
+from safe_agents import DRCORL, DSPO, FISOR, SPI, BaseAgent, BCAll
 from safe_agents.common.callbacks import StopAfterSteps
 from safe_agents.common.compiled import Program, Update
 from safe_agents.common.critics import make_target
@@ -126,7 +126,7 @@ def test_sampling_noise_is_what_sample_draws_from_the_generator(kwargs):
 
 def test_agents_without_a_compiled_update_refuse_compile_by_name():
     env = envs.make(TOY)
-    with pytest.raises(ValueError, match="compile=True is for: .*drcorl.*fisor.*spi"):
+    with pytest.raises(ValueError, match="compile=True is for: .*drcorl.*dspo.*fisor.*spi"):
         BCAll(env, compile=True)
 
 
@@ -169,11 +169,55 @@ def test_compiled_agents_train_as_eager_ones_and_save_and_resume(agent_class, kw
     assert_trained_alike(resumed, eager)
 
 
+@pytest.mark.slow
+def test_a_compiled_dspo_trains_its_denoiser_and_policy_as_the_eager_one(tmp_path):
+    # Through all three stages: the discriminator (eager either way), the denoiser's compiled
+    # updates, generation from the compiled denoiser's weights, the policy's compiled updates.
+    env, data = envs.make(TOY), envs.load_dataset(TOY)
+    unlabeled, demos = data.strip_costs(n_safe_demos=10)
+    kwargs = {
+        "seed": 0,
+        "preset": "cpu",
+        "dropout": 0.0,  # the transformer's masks come from the global generator
+        "discriminator_steps": 2,
+        "diffusion_train_steps": 4,
+        "n_generated_segments": 8,
+    }
+    eager, compiled = DSPO(env, **kwargs), DSPO(env, compile=True, **kwargs)
+    for agent in (eager, compiled):
+        agent.learn_offline(unlabeled, demos=demos, n_steps=20, callback=StopAfterSteps(9))
+    assert set(compiled.updates) == {"denoiser", "actor"}
+    assert all(update._program is not None for update in compiled.updates.values())
+    assert compiled.compile_seconds is not None
+    assert_dspo_trained_alike(compiled, eager)
+    path = compiled.save(tmp_path / "compiled")
+    resumed = BaseAgent.load(path, compile=True)
+    for agent in (eager, resumed):
+        agent.learn_offline(unlabeled, demos=demos, n_steps=20, callback=StopAfterSteps(12))
+    assert_dspo_trained_alike(resumed, eager)
+
+
+def assert_dspo_trained_alike(agent: DSPO, other: DSPO) -> None:
+    """The weights as :func:`assert_trained_alike`; the generated pairs, the end of a 20-step
+    reverse chain in environment units, within 1e-4 of their size."""
+    generated = [agent.generated_segments(), other.generated_segments()]
+    for mine, theirs in zip(*generated, strict=True):
+        assert np.abs(mine - theirs).max() < 1e-4 * max(1.0, np.abs(theirs).max())
+    agent_weights, other_weights = agent.parameters_dict(), other.parameters_dict()
+    for key in [key for key in agent_weights if key.startswith("generated.")]:
+        del agent_weights[key], other_weights[key]
+    assert_weights_alike(agent_weights, other_weights)
+
+
 def assert_trained_alike(agent: BaseAgent, other: BaseAgent) -> None:
     """Weights equal up to rounding. Adam divides by the gradient's running scale, so where a
     gradient is near zero, rounding can move a weight by up to the learning rate per step
     (another CPU's kernels round differently): each weight within 1e-3, the mean within 1e-6."""
-    mine, theirs = agent.parameters_dict(), other.parameters_dict()
+    assert_weights_alike(agent.parameters_dict(), other.parameters_dict())
+
+
+def assert_weights_alike(mine: dict[str, torch.Tensor], theirs: dict[str, torch.Tensor]) -> None:
+    assert mine.keys() == theirs.keys()
     for key, value in mine.items():
         difference = (value.double() - theirs[key].double()).abs()
         assert difference.max() < 1e-3 and difference.mean() < 1e-6, key

@@ -957,14 +957,18 @@ class CDT(BaseAgent):
         valid_w = _shift_in(context.valid, torch.ones_like(context.valid[:, 0]))
         # The model was trained on segments that start with real steps and are padded at the
         # end; move each row's n real steps (a suffix) to the front. What follows them is
-        # never attended to by a real step (causal mask), so no padding mask is needed.
+        # never attended to by a real step (causal mask), so no padding mask is needed, and
+        # the window is cut after the longest row's real steps: the model reads as many steps
+        # as the episode has had, up to K (OSRL's rollout feeds the growing history), and an
+        # episode's first step costs one step's tokens, not K steps'.
         length = valid_w.sum(dim=1)  # (B,)
-        source = torch.arange(window, device=obs.device) + (window - length)[:, None]  # (B, K)
+        steps = int(length.max())
+        source = torch.arange(steps, device=obs.device) + (window - length)[:, None]  # (B, n)
         source = source.clamp(max=window - 1)
 
         def front(values: torch.Tensor) -> torch.Tensor:
-            index = source.reshape(batch, window, *([1] * (values.dim() - 2)))
-            return values.gather(1, index.expand_as(values))
+            index = source.reshape(batch, steps, *([1] * (values.dim() - 2)))
+            return values.gather(1, index.expand(batch, steps, *values.shape[2:]))
 
         returns, costs = self._conditioning(front(returns_w), front(costs_w))
         # Acting never uses dropout, also when a callback calls predict during training.

@@ -205,8 +205,8 @@ def add_train(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     train.add_argument(
         "--compile",
         action="store_true",
-        help="compile the updates with torch.compile (fisor, spi, drcorl): faster steps after "
-        "a compile of seconds to a minute",
+        help="compile the updates with torch.compile (fisor, spi, drcorl, dspo): faster steps "
+        "after a compile of seconds to a minute",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     train.add_argument("--out", default="runs", help="output folder (default ./runs)")

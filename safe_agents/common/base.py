@@ -72,7 +72,7 @@ class BaseAgent:
             None picks by preset: 1 for ``"cpu"`` (small networks gain nothing from a second
             thread and lose up to 25x on a busy machine), torch's own setting otherwise.
         compile: compile each learner's whole update with ``torch.compile`` (the agents with
-            ``supports_compile``: FISOR, SPI, DRCORL). The first steps compile, seconds to a
+            ``supports_compile``: FISOR, SPI, DRCORL, DSPO). The first steps compile, seconds to a
             minute (``compile_seconds``); later steps are faster. A seeded run is reproducible,
             and equals the uncompiled run up to float rounding (the same dropout masks).
         **hyperparameters: fields of the algorithm's config dataclass (``config_class``),
