@@ -312,8 +312,9 @@ def sweep_plots(argument: str) -> str:
 
 def speed(argument: str) -> str:
     """``speed_OfflineToyReachAvoid-v0.json`` by ``benchmarks/speed.py``'s own table: a
-    reference revision against a working tree (``speed:compile``: the ``--compile`` run's
-    ``speed_compile_OfflineToyReachAvoid-v0.json``)."""
+    reference revision against a working tree (``speed:recheck``: the run that measured the
+    first one's slower cells again, ``speed_recheck_OfflineToyReachAvoid-v0.json``;
+    ``speed:spi_paper``, ``speed:cdt_cpu``: one agent and preset alone)."""
     name = f"speed{'_' + argument if argument else ''}_OfflineToyReachAvoid-v0.json"
     result = _load(name)
     machine = result["machine"]
@@ -427,7 +428,7 @@ ARGUMENTS: dict[str, set[str] | None] = {
     "set": None,
     "safety_filter": {"", "ppo"},
     "dspo_discriminator": {"", "table2"},
-    "speed": {"", "compile"},
+    "speed": {"", "recheck", "spi_paper", "cdt_cpu"},
     "threads": {""},
     "fidelity": {""},
     "datasets": {""},
