@@ -28,7 +28,7 @@ machine; rerun on an otherwise idle one.
     python benchmarks/speed.py                           # every agent, both presets, vs HEAD
     python benchmarks/speed.py --agents bc_all,fisor --presets cpu --rounds 5
     python benchmarks/speed.py --reference HEAD~3 --task OfflineBallRun-v0 --seconds 5
-    python benchmarks/speed.py --agents fisor,spi,drcorl --compile --reference 69cc25d
+    python benchmarks/speed.py --compile --reference 69cc25d   # the committed table
 
 Writes ``benchmarks/results/speed_<task>.json`` (``--out``; every round's numbers, the medians
 and the speed-ups) and the Markdown table beside it (``.md``), and prints the table.
