@@ -42,6 +42,8 @@ class SafetyCriticAgent(BaseAgent):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._common_noise_cache = {}
         super().__init__(*args, **kwargs)
+        # A single observation's choice (an episode's every step): one program with compile=True.
+        self._choose_one = self._compiled_if_asked("act", self._choose, [self.actor_ema])
 
     def _sample_actions(
         self, network: nn.Module, obs: torch.Tensor, generator: torch.Generator
@@ -90,9 +92,7 @@ class SafetyCriticAgent(BaseAgent):
         if len(obs) == 1 and self.compile:
             if self.actor_ema.training:  # set here: the program then never changes the mode
                 self.actor_ema.eval()
-            if "act" not in self.programs:
-                self._compiled_if_asked("act", self._choose, [self.actor_ema])
-            return self.programs["act"](obs, noise)  # type: ignore[no-any-return]
+            return self._choose_one(obs, noise)  # type: ignore[no-any-return]
         return self._choose(obs, noise)
 
     def _choose(self, obs: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
